@@ -1,0 +1,71 @@
+// bench_util.hpp: helpers shared by the benchmark programs. Every program prints one
+// "name value unit" line per figure on stdout (nothing else on stdout), measures the
+// Python and raw-OS references in the same run, and prints the ratios as "x" lines.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace bench {
+
+/// Prints one figure.
+inline void report(const std::string& name, double value, const std::string& unit) {
+  std::printf("%s %.6g %s\n", name.c_str(), value, unit.c_str());
+  std::fflush(stdout);
+}
+
+/// Seconds taken by f().
+template <class F>
+double seconds(F&& f) {
+  auto t0 = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+/// The median of `reps` timings of f() (seconds).
+template <class F>
+double median_seconds(int reps, F&& f) {
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) t.push_back(seconds(f));
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+/// The python3 to compare against (MP_PYTHON overrides).
+inline std::string python() {
+  const char* p = std::getenv("MP_PYTHON");
+  return p ? p : "python3";
+}
+
+/// Runs `python3 bench/<script> args...`, which prints "name value unit" lines, and returns
+/// them as name -> value. Empty when Python could not run (the caller prints "nan").
+inline std::map<std::string, double> run_python(const std::string& script, const std::string& args = "") {
+  std::map<std::string, double> out;
+  std::string cmd = python() + " " + std::string(MP_BENCH_DIR) + "/" + script + " " + args;
+  FILE* f = ::popen(cmd.c_str(), "r");
+  if (!f) return out;
+  char line[512];
+  while (std::fgets(line, sizeof line, f)) {
+    std::istringstream in(line);
+    std::string name, unit;
+    double v;
+    if (in >> name >> v >> unit) out[name] = v;
+  }
+  ::pclose(f);
+  return out;
+}
+
+/// Looks a Python figure up, NaN when missing.
+inline double get(const std::map<std::string, double>& m, const std::string& k) {
+  auto it = m.find(k);
+  return it == m.end() ? std::numeric_limits<double>::quiet_NaN() : it->second;
+}
+
+}  // namespace bench

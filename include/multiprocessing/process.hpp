@@ -1,0 +1,3 @@
+// process.hpp: (stub, filled in by its issue).
+#pragma once
+#include "multiprocessing/errors.hpp"

@@ -1,0 +1,3 @@
+// shared_memory.hpp: (stub, filled in by its issue).
+#pragma once
+#include "multiprocessing/errors.hpp"

@@ -1,0 +1,3 @@
+// sharedctypes.hpp: (stub, filled in by its issue).
+#pragma once
+#include "multiprocessing/errors.hpp"

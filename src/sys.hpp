@@ -1,0 +1,54 @@
+// sys.hpp: the one place raw system calls are wrapped. EINTR is retried here (never for
+// close), and failures become std::system_error naming the call and its argument.
+#pragma once
+
+#include <cerrno>
+#include <string_view>
+#include <system_error>
+
+#include "multiprocessing/detail/fd.hpp"
+
+namespace multiprocessing::detail::sys {
+
+/// Throws std::system_error(errno) whose message is "CALL ARG: strerror".
+[[noreturn]] void throw_errno(std::string_view call, std::string_view arg = {});
+[[noreturn]] void throw_errno(int err, std::string_view call, std::string_view arg = {});
+
+/// Calls f() until it does not fail with EINTR; returns its last result.
+template <class F>
+auto retry(F&& f) {
+  for (;;) {
+    auto r = f();
+    if (r == -1 && errno == EINTR) continue;
+    return r;
+  }
+}
+
+/// retry(f), and throws on -1.
+template <class F>
+auto check(F&& f, std::string_view call, std::string_view arg = {}) {
+  auto r = retry(f);
+  if (r == -1) throw_errno(call, arg);
+  return r;
+}
+
+/// A close-on-exec pipe: {read end, write end}.
+struct PipePair {
+  UniqueFd read, write;
+};
+PipePair make_pipe();
+/// A close-on-exec AF_UNIX SOCK_STREAM socketpair.
+std::pair<UniqueFd, UniqueFd> make_socketpair();
+
+/// poll(2) one descriptor for `events` until the deadline; true when ready (or hung up).
+bool poll_one(int fd, short events, const Deadline& deadline);
+
+/// Writes all of buf (retrying short writes and EINTR); throws on error (EPIPE included).
+void write_all(int fd, const void* buf, size_t n, std::string_view what);
+/// Reads exactly n bytes; returns the count read before EOF (< n only at EOF).
+size_t read_full(int fd, void* buf, size_t n, std::string_view what);
+
+/// Number of threads in this process (from /proc/self/stat).
+int thread_count();
+
+}  // namespace multiprocessing::detail::sys
