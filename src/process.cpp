@@ -1,0 +1,501 @@
+// process.cpp: Process with the fork start method, the current process's identity, the
+// registry of children and the CPU counts (Python: process.py, popen_fork.py).
+#include "multiprocessing/process.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <cxxabi.h>
+#include <fstream>
+#include <iostream>
+#include <mutex>
+#include <sstream>
+
+#include "process_internal.hpp"
+#include "sys.hpp"
+
+namespace multiprocessing {
+
+namespace detail {
+
+// --- this process's identity -------------------------------------------------------------
+
+namespace {
+
+struct Identity {
+  std::mutex m;
+  std::string name = "MainProcess";
+  std::vector<int> identity;
+  bool daemon = false;
+  std::optional<ParentProcess> parent;
+  std::atomic<int> next_child{1};
+  std::atomic<bool> fork_warned{false};
+};
+
+// Heap objects that a fork child replaces with fresh ones instead of touching: another
+// thread of the parent may have held their mutexes at the moment of fork. The old ones are
+// deliberately leaked in the child.
+Identity* g_identity = new Identity;
+
+struct Registry {
+  std::mutex m;
+  std::vector<std::shared_ptr<ChildRecord>> children;
+};
+Registry* g_registry = new Registry;
+
+}  // namespace
+
+Identity& identity() { return *g_identity; }
+
+void register_child(std::shared_ptr<ChildRecord> rec) {
+  std::lock_guard g(g_registry->m);
+  g_registry->children.push_back(std::move(rec));
+}
+
+void unregister_child(const ChildRecord* rec) {
+  std::lock_guard g(g_registry->m);
+  std::erase_if(g_registry->children, [rec](const auto& c) { return c.get() == rec; });
+}
+
+std::vector<std::shared_ptr<ChildRecord>> registered_children() {
+  std::lock_guard g(g_registry->m);
+  return g_registry->children;
+}
+
+void become_child(const std::string& name, bool daemon, pid_t parent_pid, const std::string& parent_name) {
+  auto* fresh = new Identity;
+  fresh->name = name;
+  fresh->identity = g_identity->identity;  // read without the lock: we are single-threaded now
+  fresh->identity.push_back(0);            // patched below from the name's counter
+  fresh->daemon = daemon;
+  fresh->parent.emplace(parent_pid, parent_name);
+  g_identity = fresh;
+  g_registry = new Registry;
+}
+
+void set_child_identity_number(int n) {
+  if (!g_identity->identity.empty()) g_identity->identity.back() = n;
+}
+
+// --- children -----------------------------------------------------------------------------
+
+int decode_wait_status(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return -WTERMSIG(status);
+  return 255;
+}
+
+bool poll_child(ChildRecord& rec) {
+  std::lock_guard g(rec.m);
+  if (rec.exitcode) return true;
+  int status = 0;
+  pid_t r = sys::retry([&] { return ::waitpid(rec.pid, &status, WNOHANG); });
+  if (r == 0) return false;
+  if (r == rec.pid) {
+    rec.exitcode = decode_wait_status(status);
+  } else {
+    // ECHILD: someone else reaped it (SIGCHLD set to SIG_IGN, or a waitpid(-1) elsewhere);
+    // its status is lost. Report it as ended.
+    rec.exitcode = 0;
+  }
+  return true;
+}
+
+bool wait_child(ChildRecord& rec, const Deadline& deadline) {
+  for (;;) {
+    if (poll_child(rec)) {
+      unregister_child(&rec);
+      return true;
+    }
+    if (!sys::poll_one(rec.pidfd.get(), POLLIN, deadline)) return poll_child(rec);
+  }
+}
+
+void signal_child(ChildRecord& rec, int sig) {
+  // Under the record's lock: a reaped pid may already belong to another process.
+  std::lock_guard g(rec.m);
+  if (rec.exitcode) return;
+  if (::kill(rec.pid, sig) != 0 && errno != ESRCH) sys::throw_errno("kill", std::to_string(rec.pid));
+}
+
+void flush_std_streams() noexcept {
+  try {
+    std::cout.flush();
+    std::cerr.flush();
+    std::clog.flush();
+  } catch (...) {
+  }
+  std::fflush(nullptr);
+}
+
+std::string demangle(const char* mangled) {
+  int status = 0;
+  char* d = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
+  std::string out = (status == 0 && d) ? d : mangled;
+  std::free(d);
+  return out;
+}
+
+void report_uncaught(const std::string& name) noexcept {
+  try {
+    std::string msg = "Process " + name + ":\n";
+    try {
+      throw;
+    } catch (const std::exception& e) {
+      msg += demangle(typeid(e).name()) + ": " + e.what() + "\n";
+    } catch (...) {
+      auto* t = abi::__cxa_current_exception_type();
+      msg += (t ? demangle(t->name()) : std::string("unknown exception")) + "\n";
+    }
+    flush_std_streams();
+    std::fputs(msg.c_str(), stderr);
+    std::fflush(stderr);
+  } catch (...) {
+  }
+}
+
+[[noreturn]] void exit_child(int code) noexcept {
+  flush_std_streams();
+  ::_exit(code & 0xff);
+}
+
+int run_target_and_exit(Target& target, const std::string& name) noexcept {
+  int code = 0;
+  try {
+    code = target.run();
+  } catch (...) {
+    report_uncaught(name);
+    code = 1;
+  }
+  exit_child(code);
+}
+
+void warn_if_threaded() {
+  int threads = sys::thread_count();
+  if (threads <= 1) return;
+  if (g_identity->fork_warned.exchange(true)) return;
+  std::fprintf(stderr,
+               "multiprocessing: warning: this process (pid=%d) is multi-threaded (%d threads); "
+               "fork() may deadlock the child if another thread holds a lock. Use "
+               "mp::StartMethod::forkserver or mp::StartMethod::spawn instead.\n",
+               static_cast<int>(::getpid()), threads);
+  std::fflush(stderr);
+}
+
+int pidfd_open(pid_t pid) {
+  return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+}
+
+}  // namespace detail
+
+using detail::ChildRecord;
+
+// --- ProcessHandle ------------------------------------------------------------------------
+
+pid_t ProcessHandle::pid() const noexcept { return rec_->pid; }
+std::string ProcessHandle::name() const { return rec_->name; }
+bool ProcessHandle::is_alive() const { return !detail::poll_child(*rec_); }
+std::optional<int> ProcessHandle::exitcode() const {
+  detail::poll_child(*rec_);
+  std::lock_guard g(rec_->m);
+  return rec_->exitcode;
+}
+
+// --- Process ------------------------------------------------------------------------------
+
+Process::Process(ProcessOptions options, std::unique_ptr<detail::Target> target)
+    : name_(std::move(options.name)),
+      daemon_(options.daemon.value_or(detail::identity().daemon)),
+      method_(options.start_method),
+      target_(std::move(target)) {
+  auto& id = detail::identity();
+  int n = id.next_child.fetch_add(1);
+  if (name_.empty()) {
+    std::lock_guard g(id.m);
+    name_ = "Process-";
+    for (int i : id.identity) name_ += std::to_string(i) + ":";
+    name_ += std::to_string(n);
+  }
+  identity_number_ = n;
+}
+
+Process::Process(Process&&) noexcept = default;
+
+Process& Process::operator=(Process&& o) noexcept {
+  if (this != &o) {
+    this->~Process();
+    new (this) Process(std::move(o));
+  }
+  return *this;
+}
+
+Process::~Process() {
+  if (!rec_ || closed_) return;
+  try {
+    if (!detail::poll_child(*rec_)) {
+      if (daemon_) {
+        detail::signal_child(*rec_, SIGTERM);
+        if (!detail::wait_child(*rec_, detail::Deadline::after(std::chrono::seconds(1)))) {
+          detail::signal_child(*rec_, SIGKILL);
+        }
+      }
+    }
+    detail::wait_child(*rec_, detail::Deadline::never());
+  } catch (...) {
+    // Destructors never throw; poll/waitpid failures leave nothing we could release.
+  }
+}
+
+StartMethod Process::start_method() const noexcept { return method_.value_or(get_start_method()); }
+
+void Process::set_start_method(StartMethod m) {
+  if (rec_) throw std::logic_error("Process " + name_ + ": start method set after start()");
+  method_ = m;
+}
+
+void Process::set_name(std::string name) {
+  if (rec_) throw std::logic_error("Process " + name_ + ": name set after start()");
+  name_ = std::move(name);
+}
+
+void Process::set_daemon(bool daemon) {
+  if (rec_) throw std::logic_error("Process " + name_ + ": daemon flag set after start()");
+  daemon_ = daemon;
+}
+
+void Process::start() {
+  if (closed_) throw std::logic_error("Process " + name_ + ": start() on a closed process object");
+  if (rec_) throw std::logic_error("Process " + name_ + ": cannot start a process twice");
+  if (detail::identity().daemon)
+    throw ProcessError("daemonic processes are not allowed to have children (" + name_ + ")");
+  StartMethod m = start_method();
+  bool available = false;
+  for (StartMethod a : get_all_start_methods()) available |= (a == m);
+  if (!available)
+    throw ProcessError("Process " + name_ + ": start method '" + std::string(to_string(m)) +
+                       "' is not available in this build");
+
+  detail::warn_if_threaded();
+  // Anything buffered now would otherwise be written by both processes.
+  detail::flush_std_streams();
+
+  const pid_t parent_pid = ::getpid();
+  const std::string parent_name = current_process().name();
+  pid_t pid = ::fork();
+  if (pid < 0) detail::sys::throw_errno("fork", name_);
+  if (pid == 0) {
+    detail::become_child(name_, daemon_, parent_pid, parent_name);
+    detail::set_child_identity_number(identity_number_);
+    if (daemon_) {
+      // Die with the parent, SIGKILL included; re-check in case it died before prctl.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent_pid) ::_exit(1);
+    }
+    detail::run_target_and_exit(*target_, name_);
+  }
+
+  auto rec = std::make_shared<ChildRecord>();
+  rec->pid = pid;
+  rec->name = name_;
+  rec->pidfd.reset(detail::pidfd_open(pid));
+  if (!rec->pidfd) {
+    int err = errno;
+    ::kill(pid, SIGKILL);
+    int status;
+    ::waitpid(pid, &status, 0);
+    detail::sys::throw_errno(err, "pidfd_open", std::to_string(pid));
+  }
+  ::fcntl(rec->pidfd.get(), F_SETFD, FD_CLOEXEC);
+  rec_ = rec;
+  detail::register_child(std::move(rec));
+  // Python drops its reference to target and args once started; so do we, which also closes
+  // the parent's copy of any Connection handed to the child.
+  target_.reset();
+}
+
+const ChildRecord& Process::record(const char* what) const {
+  if (closed_) throw std::logic_error("Process " + name_ + ": " + what + " on a closed process object");
+  if (!rec_) throw std::logic_error("Process " + name_ + ": " + what + " before start()");
+  return *rec_;
+}
+
+void Process::join() {
+  record("join()");
+  detail::wait_child(*rec_, detail::Deadline::never());
+}
+
+bool Process::join_ms(std::chrono::nanoseconds timeout) {
+  record("join_for()");
+  return detail::wait_child(*rec_, detail::Deadline::after(timeout));
+}
+
+bool Process::is_alive() const {
+  if (closed_ || !rec_) return false;
+  return !detail::poll_child(*rec_);
+}
+
+void Process::terminate() {
+  record("terminate()");
+  detail::signal_child(*rec_, SIGTERM);
+}
+
+void Process::kill() {
+  record("kill()");
+  detail::signal_child(*rec_, SIGKILL);
+}
+
+void Process::close() {
+  if (closed_) return;
+  if (rec_) {
+    if (!detail::poll_child(*rec_))
+      throw std::logic_error("Process " + name_ + ": cannot close a process while it is still running");
+    detail::unregister_child(rec_.get());
+    rec_->pidfd.reset();
+  }
+  target_.reset();
+  closed_ = true;
+}
+
+std::optional<pid_t> Process::pid() const noexcept {
+  if (!rec_) return std::nullopt;
+  return rec_->pid;
+}
+
+std::optional<int> Process::exitcode() const {
+  if (!rec_) return std::nullopt;
+  if (!closed_) detail::poll_child(*rec_);
+  std::lock_guard g(rec_->m);
+  return rec_->exitcode;
+}
+
+int Process::sentinel() const { return record("sentinel()").pidfd.get(); }
+
+// --- current / parent / children ------------------------------------------------------------
+
+std::string CurrentProcess::name() const {
+  auto& id = detail::identity();
+  std::lock_guard g(id.m);
+  return id.name;
+}
+
+void CurrentProcess::set_name(std::string name) {
+  auto& id = detail::identity();
+  std::lock_guard g(id.m);
+  id.name = std::move(name);
+}
+
+pid_t CurrentProcess::pid() const noexcept { return ::getpid(); }
+
+bool CurrentProcess::daemon() const noexcept { return detail::identity().daemon; }
+
+std::vector<int> CurrentProcess::identity() const {
+  auto& id = detail::identity();
+  std::lock_guard g(id.m);
+  return id.identity;
+}
+
+CurrentProcess& current_process() noexcept {
+  static CurrentProcess cp;
+  return cp;
+}
+
+bool ParentProcess::is_alive() const { return ::getppid() == pid_; }
+
+std::optional<ParentProcess> parent_process() {
+  auto& id = detail::identity();
+  std::lock_guard g(id.m);
+  return id.parent;
+}
+
+std::vector<ProcessHandle> active_children() {
+  std::vector<ProcessHandle> out;
+  for (auto& rec : detail::registered_children()) {
+    if (detail::poll_child(*rec)) continue;  // ended: reaped now; its Process still reports it
+    out.emplace_back(rec);
+  }
+  return out;
+}
+
+// --- CPU counts -----------------------------------------------------------------------------
+
+int cpu_count() {
+  long n = ::sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? static_cast<int>(n) : 1;
+}
+
+namespace {
+
+// ceil(quota / period) from a cgroup v2 "cpu.max" file ("max 100000" means no limit).
+std::optional<int> read_cpu_max(const std::string& path) {
+  std::ifstream f(path);
+  std::string quota;
+  double period = 0;
+  if (!(f >> quota >> period) || quota == "max" || period <= 0) return std::nullopt;
+  double q = std::atof(quota.c_str());
+  if (q <= 0) return std::nullopt;
+  return static_cast<int>(std::ceil(q / period));
+}
+
+std::optional<int> read_cfs_quota(const std::string& dir) {
+  std::ifstream fq(dir + "/cpu.cfs_quota_us"), fp(dir + "/cpu.cfs_period_us");
+  double q = 0, p = 0;
+  if (!(fq >> q) || !(fp >> p) || q <= 0 || p <= 0) return std::nullopt;
+  return static_cast<int>(std::ceil(q / p));
+}
+
+std::optional<int> cgroup_cpu_limit() {
+  std::optional<int> best;
+  auto take = [&](std::optional<int> v) {
+    if (v && (!best || *v < *best)) best = v;
+  };
+  std::ifstream f("/proc/self/cgroup");
+  std::string line;
+  while (std::getline(f, line)) {
+    // "hierarchy-ID:controller-list:cgroup-path"
+    auto a = line.find(':'), b = line.find(':', a + 1);
+    if (a == std::string::npos || b == std::string::npos) continue;
+    std::string controllers = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
+    if (controllers.empty()) {
+      // cgroup v2: every ancestor's cpu.max limits us.
+      for (std::string p = path;; p = p.substr(0, p.rfind('/'))) {
+        take(read_cpu_max("/sys/fs/cgroup" + (p == "/" ? std::string() : p) + "/cpu.max"));
+        if (p.empty() || p == "/") break;
+      }
+    } else if (controllers.find("cpu") != std::string::npos) {
+      take(read_cfs_quota("/sys/fs/cgroup/cpu,cpuacct" + path));
+      take(read_cfs_quota("/sys/fs/cgroup/cpu" + path));
+      take(read_cfs_quota("/sys/fs/cgroup/cpu,cpuacct"));
+      take(read_cfs_quota("/sys/fs/cgroup/cpu"));
+    }
+  }
+  take(read_cpu_max("/sys/fs/cgroup/cpu.max"));  // a container's own root
+  return best;
+}
+
+}  // namespace
+
+int process_cpu_count() {
+  if (const char* env = std::getenv("MP_CPU_COUNT")) {
+    int v = std::atoi(env);
+    if (v > 0) return v;
+  }
+  int n = cpu_count();
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) == 0) n = std::max(1, CPU_COUNT(&set));
+  if (auto limit = cgroup_cpu_limit()) n = std::min(n, std::max(1, *limit));
+  return n;
+}
+
+}  // namespace multiprocessing

@@ -1,0 +1,436 @@
+// test_process.cpp: the suite of process.hpp (Python: test_multiprocessing's _TestProcess).
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <thread>
+
+#include "support/mp_test.hpp"
+
+namespace {
+
+namespace mp = multiprocessing;
+using namespace std::chrono_literals;
+
+class ProcessTest : public mptest::Test {};
+MP_INSTANTIATE(ProcessTest);
+
+// Redirects a descriptor of this process (and so of children started meanwhile) to a file.
+class CaptureFd {
+ public:
+  explicit CaptureFd(int fd) : fd_(fd) {
+    std::fflush(nullptr);
+    std::cout.flush();
+    std::cerr.flush();
+    char path[] = "/tmp/mp_capture_XXXXXX";
+    file_ = ::mkstemp(path);
+    path_ = path;
+    saved_ = ::dup(fd_);
+    ::dup2(file_, fd_);
+  }
+  ~CaptureFd() { restore(); }
+  std::string str() {
+    restore();
+    std::ifstream f(path_);
+    return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  }
+
+ private:
+  void restore() {
+    if (saved_ < 0) return;
+    std::fflush(nullptr);
+    std::cout.flush();
+    std::cerr.flush();
+    ::dup2(saved_, fd_);
+    ::close(saved_);
+    ::close(file_);
+    saved_ = -1;
+  }
+  int fd_, file_, saved_;
+  std::string path_;
+  friend class CaptureCleanup;
+
+ public:
+  const std::string& path() const { return path_; }
+};
+
+// A pipe the child writes one line into and the parent reads back.
+struct LinePipe {
+  int fds[2];
+  LinePipe() { EXPECT_EQ(::pipe2(fds, O_CLOEXEC), 0); }
+  ~LinePipe() {
+    ::close(fds[0]);
+    ::close(fds[1]);
+  }
+  void write(const std::string& s) const { (void)!::write(fds[1], s.data(), s.size()); }
+  std::string read() const {
+    ::close(fds[1]);
+    const_cast<LinePipe*>(this)->fds[1] = -1;
+    std::string out;
+    char buf[256];
+    ssize_t n;
+    while ((n = ::read(fds[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+    return out;
+  }
+};
+
+void do_nothing() {}
+int return_seven() { return 7; }
+void throw_runtime() { throw std::runtime_error("boom in child"); }
+void sleep_forever() {
+  for (;;) ::pause();
+}
+void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+
+TEST_P(ProcessTest, StartJoinExitcodeZero) {
+  mp::Process p(do_nothing);
+  EXPECT_FALSE(p.pid().has_value());
+  EXPECT_FALSE(p.exitcode().has_value());
+  EXPECT_FALSE(p.is_alive());
+  p.start();
+  ASSERT_TRUE(p.pid().has_value());
+  EXPECT_NE(*p.pid(), ::getpid());
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_FALSE(p.is_alive());
+}
+
+TEST_P(ProcessTest, TargetArgumentsAreDelivered) {
+  LinePipe out;
+  mp::Process p([&out](const std::string& s, int n) { out.write(s + std::to_string(n)); },
+                std::string("Hugo"), 42);
+  p.start();
+  p.join();
+  EXPECT_EQ(out.read(), "Hugo42");
+}
+
+TEST_P(ProcessTest, IntReturningTargetSetsExitCode) {
+  mp::Process p(return_seven);
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 7);
+}
+
+TEST_P(ProcessTest, MoveOnlyArgumentsAndCallables) {
+  LinePipe out;
+  auto data = std::make_unique<int>(5);
+  mp::Process p([&out, own = std::make_unique<int>(3)](std::unique_ptr<int> v) {
+    out.write(std::to_string(*own + *v));
+  }, std::move(data));
+  p.start();
+  p.join();
+  EXPECT_EQ(out.read(), "8");
+}
+
+TEST_P(ProcessTest, UncaughtExceptionExitsOneAndReports) {
+  mp::Process p({.name = "Fallido"}, throw_runtime);
+  CaptureFd err(2);
+  p.start();
+  p.join();
+  std::string text = err.str();
+  EXPECT_EQ(p.exitcode(), 1);
+  EXPECT_NE(text.find("Process Fallido:"), std::string::npos) << text;
+  EXPECT_NE(text.find("std::runtime_error: boom in child"), std::string::npos) << text;
+}
+
+TEST_P(ProcessTest, KilledBySignalReportsMinusSignal) {
+  mp::Process p(sleep_forever);
+  p.start();
+  EXPECT_TRUE(p.is_alive());
+  p.kill();
+  p.join();
+  EXPECT_EQ(p.exitcode(), -SIGKILL);
+
+  mp::Process q(sleep_forever);
+  q.start();
+  q.terminate();
+  q.join();
+  EXPECT_EQ(q.exitcode(), -SIGTERM);
+}
+
+TEST_P(ProcessTest, JoinForTimesOutThenSucceeds) {
+  mp::Process p(sleep_ms, 300);
+  p.start();
+  EXPECT_FALSE(p.join_for(20ms));
+  EXPECT_TRUE(p.is_alive());
+  EXPECT_FALSE(p.exitcode().has_value());
+  EXPECT_TRUE(p.join_for(10s));
+  EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_TRUE(p.join_for(0ms));  // already ended: true at once
+}
+
+TEST_P(ProcessTest, SentinelBecomesReadableAtExit) {
+  mp::Process p(sleep_ms, 100);
+  p.start();
+  pollfd pfd{p.sentinel(), POLLIN, 0};
+  EXPECT_EQ(::poll(&pfd, 1, 0), 0);
+  EXPECT_EQ(::poll(&pfd, 1, 10000), 1);
+  p.join();
+}
+
+TEST_P(ProcessTest, MisuseIsReported) {
+  mp::Process p(do_nothing);
+  EXPECT_THROW(p.join(), std::logic_error);
+  EXPECT_THROW(p.sentinel(), std::logic_error);
+  EXPECT_THROW(p.terminate(), std::logic_error);
+  p.start();
+  EXPECT_THROW(p.start(), std::logic_error);
+  EXPECT_THROW(p.set_name("x"), std::logic_error);
+  EXPECT_THROW(p.set_daemon(true), std::logic_error);
+  p.join();
+
+  mp::Process running(sleep_forever);
+  running.start();
+  EXPECT_THROW(running.close(), std::logic_error);
+  running.kill();
+  running.join();
+  running.close();
+  EXPECT_THROW(running.start(), std::logic_error);
+  EXPECT_THROW(running.join(), std::logic_error);
+  EXPECT_EQ(running.exitcode(), -SIGKILL);
+}
+
+TEST_P(ProcessTest, NamesAndDaemonFlag) {
+  mp::Process a(do_nothing), b(do_nothing);
+  ASSERT_EQ(a.name().rfind("Process-", 0), 0u);
+  int na = std::stoi(a.name().substr(8)), nb = std::stoi(b.name().substr(8));
+  EXPECT_EQ(nb, na + 1);
+  mp::Process named({.name = "Proceso_1", .daemon = true}, do_nothing);
+  EXPECT_EQ(named.name(), "Proceso_1");
+  EXPECT_TRUE(named.daemon());
+  EXPECT_FALSE(a.daemon());
+  a.set_name("renamed");
+  a.set_daemon(true);
+  EXPECT_EQ(a.name(), "renamed");
+  EXPECT_TRUE(a.daemon());
+  EXPECT_EQ(mp::current_process().name(), "MainProcess");
+  EXPECT_EQ(mp::current_process().pid(), ::getpid());
+  EXPECT_FALSE(mp::parent_process().has_value());
+}
+
+TEST_P(ProcessTest, ChildSeesItsIdentityAndParent) {
+  LinePipe out;
+  mp::Process p({.name = "Proceso_LCD-CC"}, [&out] {
+    auto parent = mp::parent_process();
+    std::ostringstream s;
+    s << mp::current_process().name() << "|" << (mp::current_process().pid() == ::getpid()) << "|"
+      << (parent ? parent->pid() : -1) << "|" << (parent ? parent->name() : "") << "|"
+      << (parent && parent->is_alive());
+    out.write(s.str());
+  });
+  p.start();
+  p.join();
+  std::ostringstream want;
+  want << "Proceso_LCD-CC|1|" << ::getpid() << "|MainProcess|1";
+  EXPECT_EQ(out.read(), want.str());
+}
+
+TEST_P(ProcessTest, GrandchildrenAreNamedWithTheirParentsNumber) {
+  LinePipe out;
+  mp::Process p([&out] {
+    mp::Process g1(do_nothing), g2(do_nothing);
+    out.write(mp::current_process().name() + " " + g1.name() + " " + g2.name());
+    g1.start();
+    g1.join();
+    g2.start();
+    g2.join();
+  });
+  std::string n = p.name().substr(8);
+  p.start();
+  p.join();
+  EXPECT_EQ(out.read(), "Process-" + n + " Process-" + n + ":1 Process-" + n + ":2");
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST_P(ProcessTest, DaemonsMayNotHaveChildren) {
+  mp::Process p({.daemon = true}, [] {
+    mp::Process inner(do_nothing);
+    try {
+      inner.start();
+    } catch (const mp::ProcessError&) {
+      return 3;
+    }
+    inner.join();
+    return 0;
+  });
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 3);
+}
+
+TEST_P(ProcessTest, ActiveChildrenListsLiveOnes) {
+  mp::Process live(sleep_forever), done(do_nothing);
+  live.start();
+  done.start();
+  done.join();
+  auto kids = mp::active_children();
+  ASSERT_EQ(kids.size(), 1u);
+  EXPECT_EQ(kids[0].pid(), *live.pid());
+  EXPECT_EQ(kids[0].name(), live.name());
+  EXPECT_TRUE(kids[0].is_alive());
+  live.kill();
+  live.join();
+  EXPECT_FALSE(kids[0].is_alive());
+  EXPECT_TRUE(mp::active_children().empty());
+}
+
+TEST_P(ProcessTest, ActiveChildrenReapsFinishedOnes) {
+  mp::Process p(do_nothing);
+  p.start();
+  ASSERT_TRUE(mptest::eventually([] { return mp::active_children().empty(); }));
+  // Reaped by active_children(); the Process still knows the exit code.
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST_P(ProcessTest, DestroyingJoinsNonDaemonChild) {
+  LinePipe out;
+  {
+    mp::Process p([&out] {
+      sleep_ms(150);
+      out.write("finished");
+    });
+    p.start();
+  }
+  EXPECT_EQ(out.read(), "finished");
+}
+
+TEST_P(ProcessTest, DestroyingTerminatesDaemonChild) {
+  pid_t pid;
+  auto t0 = std::chrono::steady_clock::now();
+  {
+    mp::Process p({.daemon = true}, sleep_forever);
+    p.start();
+    pid = *p.pid();
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  EXPECT_FALSE(mptest::pid_alive(pid));
+}
+
+TEST_P(ProcessTest, DaemonDiesWhenParentIsKilled) {
+  LinePipe out;
+  mp::Process middle([&out] {
+    mp::Process d({.daemon = true}, sleep_forever);
+    d.start();
+    out.write(std::to_string(*d.pid()));
+    sleep_forever();
+  });
+  middle.start();
+  ::close(out.fds[1]);
+  out.fds[1] = -1;
+  char buf[32] = {};
+  ASSERT_GT(::read(out.fds[0], buf, sizeof buf - 1), 0);
+  pid_t daemon_pid = std::atoi(buf);
+  ASSERT_TRUE(mptest::pid_alive(daemon_pid));
+  middle.kill();
+  middle.join();
+  EXPECT_TRUE(mptest::eventually([&] { return !mptest::pid_alive(daemon_pid); }));
+}
+
+TEST_P(ProcessTest, BufferedOutputIsNotPrintedTwice) {
+  CaptureFd out(1);
+  std::printf("before-");  // buffered in the parent when start() forks
+  std::cout << "cpp-";
+  mp::Process p([] {
+    std::printf("child-");
+    std::cout << "cout";  // no newline, no flush: the child's exit must flush it
+  });
+  p.start();
+  p.join();
+  EXPECT_EQ(out.str(), "before-cpp-child-cout");
+}
+
+std::string g_atexit_file;
+pid_t g_main_pid;
+void atexit_marker() {
+  if (::getpid() != g_main_pid) {
+    std::ofstream(g_atexit_file) << "child ran atexit";
+  }
+}
+struct StaticMarker {
+  ~StaticMarker() { atexit_marker(); }
+};
+
+TEST_P(ProcessTest, ChildRunsNoAtexitHandlerOrStaticDestructor) {
+  g_main_pid = ::getpid();
+  g_atexit_file = "/tmp/mp_atexit_" + std::to_string(::getpid());
+  std::remove(g_atexit_file.c_str());
+  std::atexit(atexit_marker);
+  static StaticMarker marker;
+  mp::Process p(do_nothing);
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+  std::ifstream f(g_atexit_file);
+  EXPECT_FALSE(f.good()) << "a child ran the parent's atexit handler or static destructor";
+}
+
+TEST_P(ProcessTest, ForkingWhileThreadsRunWarnsOnce) {
+  std::atomic<bool> stop{false};
+  std::thread t([&] {
+    while (!stop) std::this_thread::sleep_for(1ms);
+  });
+  CaptureFd err(2);
+  mp::Process a(do_nothing), b(do_nothing);
+  a.start();
+  a.join();
+  b.start();
+  b.join();
+  std::string text = err.str();
+  stop = true;
+  t.join();
+  size_t first = text.find("multi-threaded");
+  ASSERT_NE(first, std::string::npos) << text;
+  EXPECT_EQ(text.find("multi-threaded", first + 1), std::string::npos) << text;
+  EXPECT_NE(text.find("forkserver"), std::string::npos);
+}
+
+TEST_P(ProcessTest, MovedProcessKeepsItsChild) {
+  mp::Process p(sleep_ms, 50);
+  p.start();
+  mp::Process q(std::move(p));
+  q.join();
+  EXPECT_EQ(q.exitcode(), 0);
+}
+
+TEST_P(ProcessTest, ContextProcessUsesItsMethod) {
+  auto ctx = mp::get_context(method());
+  mp::Process p = ctx.Process(return_seven);
+  EXPECT_EQ(p.start_method(), method());
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 7);
+}
+
+TEST_P(ProcessTest, CpuCounts) {
+  int n = mp::cpu_count();
+  int m = mp::process_cpu_count();
+  EXPECT_GE(n, 1);
+  EXPECT_GE(m, 1);
+  EXPECT_LE(m, n);
+  // Affinity limits process_cpu_count (checked in a child so this process keeps its CPUs).
+  mp::Process p([] {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(0, &one);
+    if (::sched_setaffinity(0, sizeof one, &one) != 0) return 2;
+    return mp::process_cpu_count() == 1 ? 0 : 1;
+  });
+  p.start();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+  ::setenv("MP_CPU_COUNT", "5", 1);
+  EXPECT_EQ(mp::process_cpu_count(), 5);
+  ::unsetenv("MP_CPU_COUNT");
+}
+
+}  // namespace
