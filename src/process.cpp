@@ -17,6 +17,8 @@
 #include <cstdio>
 #include <cstring>
 #include <cxxabi.h>
+#include <ext/stdio_sync_filebuf.h>
+#include <stdio_ext.h>
 #include <fstream>
 #include <iostream>
 #include <mutex>
@@ -33,25 +35,11 @@ namespace detail {
 
 namespace {
 
-struct Identity {
-  std::mutex m;
-  std::string name = "MainProcess";
-  std::vector<int> identity;
-  bool daemon = false;
-  std::optional<ParentProcess> parent;
-  std::atomic<int> next_child{1};
-  std::atomic<bool> fork_warned{false};
-};
-
 // Heap objects that a fork child replaces with fresh ones instead of touching: another
 // thread of the parent may have held their mutexes at the moment of fork. The old ones are
 // deliberately leaked in the child.
 Identity* g_identity = new Identity;
 
-struct Registry {
-  std::mutex m;
-  std::vector<std::shared_ptr<ChildRecord>> children;
-};
 Registry* g_registry = new Registry;
 
 }  // namespace
@@ -73,19 +61,30 @@ std::vector<std::shared_ptr<ChildRecord>> registered_children() {
   return g_registry->children;
 }
 
-void become_child(const std::string& name, bool daemon, pid_t parent_pid, const std::string& parent_name) {
-  auto* fresh = new Identity;
-  fresh->name = name;
-  fresh->identity = g_identity->identity;  // read without the lock: we are single-threaded now
-  fresh->identity.push_back(0);            // patched below from the name's counter
-  fresh->daemon = daemon;
-  fresh->parent.emplace(parent_pid, parent_name);
-  g_identity = fresh;
-  g_registry = new Registry;
+std::unique_ptr<ChildIdentity> prepare_child_identity(const std::string& name, bool daemon, int number,
+                                                     pid_t parent_pid, const std::string& parent_name) {
+  // Built in the parent before fork, so that the child does not allocate: every page a
+  // fork child writes costs a copy-on-write fault, which dominates start-up latency.
+  auto c = std::make_unique<ChildIdentity>();
+  c->identity = std::make_unique<Identity>();
+  c->registry = std::make_unique<Registry>();
+  auto& id = *c->identity;
+  id.name = name;
+  {
+    std::lock_guard g(g_identity->m);
+    id.identity = g_identity->identity;
+  }
+  id.identity.push_back(number);
+  id.daemon = daemon;
+  id.parent.emplace(parent_pid, parent_name);
+  return c;
 }
 
-void set_child_identity_number(int n) {
-  if (!g_identity->identity.empty()) g_identity->identity.back() = n;
+void become_child(ChildIdentity& prepared) {
+  // The parent's objects are left alone (and leaked): another thread may have held their
+  // mutexes at the moment of fork.
+  g_identity = prepared.identity.release();
+  g_registry = prepared.registry.release();
 }
 
 // --- children -----------------------------------------------------------------------------
@@ -99,6 +98,7 @@ int decode_wait_status(int status) {
 bool poll_child(ChildRecord& rec) {
   std::lock_guard g(rec.m);
   if (rec.exitcode) return true;
+  if (rec.pid <= 0) return false;  // registered, not forked yet: never waitpid(-1)
   int status = 0;
   pid_t r = sys::retry([&] { return ::waitpid(rec.pid, &status, WNOHANG); });
   if (r == 0) return false;
@@ -125,7 +125,7 @@ bool wait_child(ChildRecord& rec, const Deadline& deadline) {
 void signal_child(ChildRecord& rec, int sig) {
   // Under the record's lock: a reaped pid may already belong to another process.
   std::lock_guard g(rec.m);
-  if (rec.exitcode) return;
+  if (rec.exitcode || rec.pid <= 0) return;  // kill(-1) would signal every process we may
   if (::kill(rec.pid, sig) != 0 && errno != ESRCH) sys::throw_errno("kill", std::to_string(rec.pid));
 }
 
@@ -137,6 +137,23 @@ void flush_std_streams() noexcept {
   } catch (...) {
   }
   std::fflush(nullptr);
+}
+
+void flush_child_output() noexcept {
+  // Only what holds data: fflush locks each FILE, and in a fork child every page written
+  // costs a copy-on-write fault. With the default sync_with_stdio(true) the C++ standard
+  // streams write straight into C stdio, so __fpending sees their output too.
+  auto synced = [](std::ostream& os) {
+    return dynamic_cast<__gnu_cxx::stdio_sync_filebuf<char>*>(os.rdbuf()) != nullptr;
+  };
+  try {
+    if (!synced(std::cout)) std::cout.flush();
+    if (!synced(std::cerr)) std::cerr.flush();
+    if (!synced(std::clog)) std::clog.flush();
+  } catch (...) {
+  }
+  if (__fpending(stdout) > 0) std::fflush(stdout);
+  if (__fpending(stderr) > 0) std::fflush(stderr);
 }
 
 std::string demangle(const char* mangled) {
@@ -166,7 +183,7 @@ void report_uncaught(const std::string& name) noexcept {
 }
 
 [[noreturn]] void exit_child(int code) noexcept {
-  flush_std_streams();
+  flush_child_output();
   ::_exit(code & 0xff);
 }
 
@@ -290,13 +307,22 @@ void Process::start() {
   // Anything buffered now would otherwise be written by both processes.
   detail::flush_std_streams();
 
+  // Everything the parent needs is allocated and registered before fork: every page the
+  // parent writes while the child shares it costs a copy-on-write fault.
+  auto rec = std::make_shared<ChildRecord>();
+  rec->name = name_;
+  rec->child_identity = detail::prepare_child_identity(name_, daemon_, identity_number_, ::getpid(),
+                                                       current_process().name());
+  detail::register_child(rec);
   const pid_t parent_pid = ::getpid();
-  const std::string parent_name = current_process().name();
   pid_t pid = ::fork();
-  if (pid < 0) detail::sys::throw_errno("fork", name_);
+  if (pid < 0) {
+    int err = errno;
+    detail::unregister_child(rec.get());
+    detail::sys::throw_errno(err, "fork", name_);
+  }
   if (pid == 0) {
-    detail::become_child(name_, daemon_, parent_pid, parent_name);
-    detail::set_child_identity_number(identity_number_);
+    detail::become_child(*rec->child_identity);
     if (daemon_) {
       // Die with the parent, SIGKILL included; re-check in case it died before prctl.
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -305,20 +331,21 @@ void Process::start() {
     detail::run_target_and_exit(*target_, name_);
   }
 
-  auto rec = std::make_shared<ChildRecord>();
-  rec->pid = pid;
-  rec->name = name_;
-  rec->pidfd.reset(detail::pidfd_open(pid));
-  if (!rec->pidfd) {
+  int pidfd = detail::pidfd_open(pid);  // close-on-exec by definition
+  if (pidfd < 0) {
     int err = errno;
     ::kill(pid, SIGKILL);
     int status;
     ::waitpid(pid, &status, 0);
+    detail::unregister_child(rec.get());
     detail::sys::throw_errno(err, "pidfd_open", std::to_string(pid));
   }
-  ::fcntl(rec->pidfd.get(), F_SETFD, FD_CLOEXEC);
-  rec_ = rec;
-  detail::register_child(std::move(rec));
+  {
+    std::lock_guard g(rec->m);
+    rec->pidfd.reset(pidfd);
+    rec->pid = pid;
+  }
+  rec_ = std::move(rec);
   // Python drops its reference to target and args once started; so do we, which also closes
   // the parent's copy of any Connection handed to the child.
   target_.reset();
@@ -421,7 +448,7 @@ std::optional<ParentProcess> parent_process() {
 std::vector<ProcessHandle> active_children() {
   std::vector<ProcessHandle> out;
   for (auto& rec : detail::registered_children()) {
-    if (detail::poll_child(*rec)) continue;  // ended: reaped now; its Process still reports it
+    if (rec->pid <= 0 || detail::poll_child(*rec)) continue;  // not started, or ended (reaped now)
     out.emplace_back(rec);
   }
   return out;

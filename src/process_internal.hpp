@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -15,16 +16,7 @@
 
 namespace multiprocessing::detail {
 
-/// A started child. Shared by its Process, the registry behind active_children(), and the
-/// handles active_children() returns. `m` guards exitcode and the reaping, so that a pid is
-/// never signalled after it was reaped (when it may belong to another process).
-struct ChildRecord {
-  pid_t pid = -1;
-  std::string name;
-  UniqueFd pidfd;  // readable once the child has ended: the sentinel
-  std::mutex m;
-  std::optional<int> exitcode;
-};
+struct ChildRecord;
 
 /// Reaps the child without blocking if it has ended; true once it has.
 bool poll_child(ChildRecord& rec);
@@ -34,6 +26,48 @@ bool wait_child(ChildRecord& rec, const Deadline& deadline);
 void signal_child(ChildRecord& rec, int sig);
 /// 0..255 for an exit, -N for signal N.
 int decode_wait_status(int status);
+
+/// This process's identity: its name, the numbers of its default name, its parent.
+struct Identity {
+  std::mutex m;
+  std::string name = "MainProcess";
+  std::vector<int> identity;
+  bool daemon = false;
+  std::optional<ParentProcess> parent;
+  std::atomic<int> next_child{1};
+  std::atomic<bool> fork_warned{false};
+};
+Identity& identity();
+
+/// The children this process started (behind active_children()).
+struct Registry {
+  std::mutex m;
+  std::vector<std::shared_ptr<ChildRecord>> children;
+};
+
+/// A child's identity and registry, built by the parent before the child exists.
+struct ChildIdentity {
+  std::unique_ptr<Identity> identity;
+  std::unique_ptr<Registry> registry;
+};
+/// A started child. Shared by its Process, the registry behind active_children(), and the
+/// handles active_children() returns. `m` guards exitcode and the reaping, so that a pid is
+/// never signalled after it was reaped (when it may belong to another process).
+struct ChildRecord {
+  pid_t pid = -1;
+  std::string name;
+  UniqueFd pidfd;  // readable once the child has ended: the sentinel
+  std::mutex m;
+  std::optional<int> exitcode;
+  std::unique_ptr<ChildIdentity> child_identity;  // what the child becomes (see start())
+};
+
+std::unique_ptr<ChildIdentity> prepare_child_identity(const std::string& name, bool daemon, int number,
+                                                     pid_t parent_pid, const std::string& parent_name);
+/// In the child: makes the prepared identity current, with no children.
+void become_child(ChildIdentity& prepared);
+/// In a child about to exit: flushes the standard streams that hold data.
+void flush_child_output() noexcept;
 
 void register_child(std::shared_ptr<ChildRecord> rec);
 void unregister_child(const ChildRecord* rec);
