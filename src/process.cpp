@@ -25,6 +25,7 @@
 #include <sstream>
 
 #include "process_internal.hpp"
+#include "spawn_internal.hpp"
 #include "sys.hpp"
 
 namespace multiprocessing {
@@ -99,6 +100,19 @@ bool poll_child(ChildRecord& rec) {
   std::lock_guard g(rec.m);
   if (rec.exitcode) return true;
   if (rec.pid <= 0) return false;  // registered, not forked yet: never waitpid(-1)
+  if (rec.status_fd) {
+    // A forkserver child: its wait status arrives from the server.
+    std::int32_t status = 0;
+    ssize_t n = sys::retry([&] { return ::read(rec.status_fd.get(), &status, sizeof status); });
+    if (n < 0 && errno == EAGAIN) return false;
+    if (n == static_cast<ssize_t>(sizeof status)) {
+      rec.exitcode = decode_wait_status(status);
+    } else {
+      // The server died before it could tell: the status is lost.
+      rec.exitcode = 255;
+    }
+    return true;
+  }
   int status = 0;
   pid_t r = sys::retry([&] { return ::waitpid(rec.pid, &status, WNOHANG); });
   if (r == 0) return false;
@@ -118,7 +132,7 @@ bool wait_child(ChildRecord& rec, const Deadline& deadline) {
       unregister_child(&rec);
       return true;
     }
-    if (!sys::poll_one(rec.pidfd.get(), POLLIN, deadline)) return poll_child(rec);
+    if (!sys::poll_one(rec.sentinel(), POLLIN, deadline)) return poll_child(rec);
   }
 }
 
@@ -303,6 +317,10 @@ void Process::start() {
     throw ProcessError("Process " + name_ + ": start method '" + std::string(to_string(m)) +
                        "' is not available in this build");
 
+  if (m != StartMethod::fork) {
+    start_fresh(m);
+    return;
+  }
   detail::warn_if_threaded();
   // Anything buffered now would otherwise be written by both processes.
   detail::flush_std_streams();
@@ -323,6 +341,7 @@ void Process::start() {
   }
   if (pid == 0) {
     detail::become_child(*rec->child_identity);
+    detail::forget_forkserver_in_fork_child();
     if (daemon_) {
       // Die with the parent, SIGKILL included; re-check in case it died before prctl.
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -348,6 +367,26 @@ void Process::start() {
   rec_ = std::move(rec);
   // Python drops its reference to target and args once started; so do we, which also closes
   // the parent's copy of any Connection handed to the child.
+  target_.reset();
+}
+
+void Process::start_fresh(StartMethod m) {
+  if (!initialized())
+    throw ProcessError("Process " + name_ + ": the " + std::string(to_string(m)) +
+                       " start method needs mp::init(argc, argv) on the first line of main()");
+  std::string why = target_->not_spawnable_reason();
+  if (!why.empty())
+    throw ProcessError("Process " + name_ + ": cannot start with " + std::string(to_string(m)) + ": " + why);
+  detail::LaunchRequest req;
+  req.name = name_;
+  req.daemon = daemon_;
+  req.identity = current_process().identity();
+  req.identity.push_back(identity_number_);
+  req.call = target_->spawn_call();
+  detail::flush_std_streams();
+  auto rec = m == StartMethod::spawn ? detail::launch_spawn(req) : detail::launch_forkserver(req);
+  detail::register_child(rec);
+  rec_ = std::move(rec);
   target_.reset();
 }
 
@@ -389,6 +428,7 @@ void Process::close() {
       throw std::logic_error("Process " + name_ + ": cannot close a process while it is still running");
     detail::unregister_child(rec_.get());
     rec_->pidfd.reset();
+    rec_->status_fd.reset();
   }
   target_.reset();
   closed_ = true;
@@ -406,7 +446,7 @@ std::optional<int> Process::exitcode() const {
   return rec_->exitcode;
 }
 
-int Process::sentinel() const { return record("sentinel()").pidfd.get(); }
+int Process::sentinel() const { return record("sentinel()").sentinel(); }
 
 // --- current / parent / children ------------------------------------------------------------
 
@@ -437,7 +477,10 @@ CurrentProcess& current_process() noexcept {
   return cp;
 }
 
-bool ParentProcess::is_alive() const { return ::getppid() == pid_; }
+bool ParentProcess::is_alive() const {
+  // Not getppid(): a forkserver child's real parent is the server.
+  return ::kill(pid_, 0) == 0 || errno == EPERM;
+}
 
 std::optional<ParentProcess> parent_process() {
   auto& id = detail::identity();

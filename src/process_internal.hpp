@@ -56,7 +56,11 @@ struct ChildIdentity {
 struct ChildRecord {
   pid_t pid = -1;
   std::string name;
-  UniqueFd pidfd;  // readable once the child has ended: the sentinel
+  UniqueFd pidfd;  // fork/spawn: readable once the child has ended: the sentinel
+  // forkserver: the child is the server's, which writes its wait status here when it ends
+  // (non-blocking; this is then the sentinel).
+  UniqueFd status_fd;
+  int sentinel() const noexcept { return status_fd ? status_fd.get() : pidfd.get(); }
   std::mutex m;
   std::optional<int> exitcode;
   std::unique_ptr<ChildIdentity> child_identity;  // what the child becomes (see start())
@@ -66,6 +70,10 @@ std::unique_ptr<ChildIdentity> prepare_child_identity(const std::string& name, b
                                                      pid_t parent_pid, const std::string& parent_name);
 /// In the child: makes the prepared identity current, with no children.
 void become_child(ChildIdentity& prepared);
+/// pidfd_open(2): a descriptor readable once pid has ended (close-on-exec).
+int pidfd_open(pid_t pid);
+/// In a fork child: drops the parent's forkserver connection (the child starts its own).
+void forget_forkserver_in_fork_child() noexcept;
 /// In a child about to exit: flushes the standard streams that hold data.
 void flush_child_output() noexcept;
 

@@ -9,6 +9,8 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
+#include <string_view>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -17,6 +19,7 @@
 
 #include "multiprocessing/context.hpp"
 #include "multiprocessing/errors.hpp"
+#include "multiprocessing/reduction.hpp"
 
 namespace multiprocessing {
 
@@ -34,41 +37,101 @@ struct ProcessOptions {
 
 namespace detail {
 
+/// How a spawn or forkserver child finds and runs its target: the address of a trampoline
+/// instantiated for the target's type, the target function's address (both sent as offsets
+/// from their loaded image, so ASLR does not matter), and the arguments as one codec
+/// message plus the descriptors that travel beside it.
+struct SpawnCall {
+  using Trampoline = int (*)(void* fn, std::string_view args, std::span<int> fds);
+  Trampoline trampoline = nullptr;
+  void* fn = nullptr;
+  std::string args;
+  std::vector<int> fds;  // borrowed from the argument handles, which outlive the send
+};
+
 /// The type-erased target of a Process: a callable with its arguments, run once in the child.
 class Target {
  public:
   virtual ~Target() = default;
   /// Runs the target; returns the exit code (an int-returning target's value, else 0).
   virtual int run() = 0;
+  /// Why this target cannot run in a spawn/forkserver child; empty when it can.
+  virtual std::string not_spawnable_reason() const = 0;
+  /// Serializes the arguments for a spawn/forkserver child (only when the reason is empty).
+  virtual SpawnCall spawn_call() const = 0;
 };
+
+/// F is a function or a lambda without captures: something that names code, not state.
+template <class F>
+concept FunctionLike =
+    (std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>) ||
+    (std::is_class_v<F> && std::is_empty_v<F> && requires(const F f) {
+      requires std::is_pointer_v<decltype(+f)>;
+      requires std::is_function_v<std::remove_pointer_t<decltype(+f)>>;
+    });
+
+/// Calls target(args...) once, moving the arguments in when the target accepts rvalues (a
+/// move-only parameter taken by value), else passing them as lvalues (parameters taken as T&).
+/// Returns the exit code: an integral result, else 0.
+template <class F, class Tuple>
+int invoke_target(F& f, Tuple& args) {
+  auto call = [&f](auto&... a) -> decltype(auto) {
+    if constexpr (std::is_invocable_v<F&, decltype(std::move(a))...>) {
+      return std::invoke(f, std::move(a)...);
+    } else {
+      return std::invoke(f, a...);
+    }
+  };
+  using R = decltype(std::apply(call, args));
+  if constexpr (std::is_integral_v<R> && !std::is_same_v<R, bool>) {
+    return static_cast<int>(std::apply(call, args));
+  } else {
+    std::apply(call, args);
+    return 0;
+  }
+}
+
+/// The code a spawn/forkserver child runs: rebuilds the arguments and calls the target.
+template <class Fn, class... Args>
+int spawn_trampoline(void* fn, std::string_view args, std::span<int> fds) {
+  auto tuple = reduction::loads<std::tuple<Args...>>(args, fds);
+  Fn f = reinterpret_cast<Fn>(fn);
+  return invoke_target(f, tuple);
+}
 
 template <class F, class... Args>
 class TargetImpl final : public Target {
  public:
   template <class G, class... A>
   explicit TargetImpl(G&& f, A&&... args) : f_(std::forward<G>(f)), args_(std::forward<A>(args)...) {}
-  int run() override {
-    // The target runs once, so arguments are handed over as rvalues when it accepts them
-    // (move-only parameters taken by value), else as lvalues (parameters taken as T&).
-    if constexpr (std::is_invocable_v<F&, Args&&...>) {
-      return call([this](Args&... a) -> decltype(auto) { return std::invoke(f_, std::move(a)...); });
+  int run() override { return invoke_target(f_, args_); }
+
+  std::string not_spawnable_reason() const override {
+    if constexpr (!FunctionLike<F>) {
+      return "the target is not a function or a lambda without captures (spawn and forkserver "
+             "children run a fresh copy of the program, where captured state does not exist: "
+             "pass the data as arguments)";
+    } else if constexpr (!(reduction::Serializable<Args> && ...)) {
+      return "an argument cannot be serialized (spawn and forkserver children receive their "
+             "arguments through the codec: see reduction.hpp for what can cross)";
     } else {
-      return call([this](Args&... a) -> decltype(auto) { return std::invoke(f_, a...); });
+      return {};
     }
+  }
+
+  SpawnCall spawn_call() const override {
+    SpawnCall c;
+    if constexpr (FunctionLike<F> && (reduction::Serializable<Args> && ...)) {
+      auto fp = +f_;  // a function pointer, also for a lambda without captures
+      using Fn = decltype(fp);
+      c.trampoline = &spawn_trampoline<Fn, Args...>;
+      c.fn = reinterpret_cast<void*>(fp);
+      reduction::dump_into(c.args, args_, c.fds);
+    }
+    return c;
   }
 
  private:
-  template <class Call>
-  int call(Call&& c) {
-    using R = decltype(std::apply(c, args_));
-    if constexpr (std::is_integral_v<R> && !std::is_same_v<R, bool>) {
-      return static_cast<int>(std::apply(c, args_));
-    } else {
-      std::apply(c, args_);
-      return 0;
-    }
-  }
-
   F f_;
   std::tuple<Args...> args_;
 };
@@ -186,6 +249,7 @@ class Process {
  private:
   Process(ProcessOptions options, std::unique_ptr<detail::Target> target);
   bool join_ms(std::chrono::nanoseconds timeout);
+  void start_fresh(StartMethod m);  // spawn and forkserver
   const detail::ChildRecord& record(const char* what) const;
 
   std::string name_;

@@ -1,0 +1,233 @@
+// forkserver.cpp: the forkserver start method. A single-threaded server, spawned once per
+// process that uses it, forks the children on request (Python: forkserver.py,
+// popen_forkserver.py). Its control channel is a private socketpair: only the process that
+// started it can reach it. It exits when that process goes away (EOF on the channel),
+// killing its daemon children first.
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fcntl.h>
+
+#include <cstring>
+#include <map>
+#include <mutex>
+
+#include "process_internal.hpp"
+#include "spawn_internal.hpp"
+#include "sys.hpp"
+
+namespace multiprocessing::detail {
+
+namespace {
+
+struct Client {
+  std::mutex m;
+  pid_t owner = 0;   // the process that started the server
+  pid_t server = -1;
+  UniqueFd control;
+};
+Client* g_client = new Client;  // replaced, not touched, in fork children
+
+// Sends `data` with descriptors over a stream socket.
+void send_with_fds(int fd, const void* data, size_t n, const int* fds, size_t nfds) {
+  iovec iov{const_cast<void*>(data), n};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
+  if (nfds > 0) {
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+    std::memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+  }
+  if (sys::retry([&] { return ::sendmsg(fd, &msg, MSG_NOSIGNAL); }) != static_cast<ssize_t>(n))
+    throw ProcessError("multiprocessing: the forkserver is gone (sendmsg failed: " +
+                       std::string(std::strerror(errno)) + ")");
+}
+
+bool server_alive_locked() {
+  return g_client->owner == ::getpid() && g_client->control && g_client->server > 0 &&
+         ::waitpid(g_client->server, nullptr, WNOHANG) == 0;
+}
+
+void start_server_locked() {
+  auto [mine, theirs] = sys::make_socketpair();
+  pid_t pid = spawn_helper("--mp-forkserver", theirs.get());
+  theirs.reset();
+  char ready = 0;
+  if (!sys::poll_one(mine.get(), POLLIN, Deadline::after(kBootTimeout)) ||
+      sys::read_full(mine.get(), &ready, 1, "forkserver") != 1 || ready != 'R') {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    throw ProcessError("multiprocessing: the forkserver did not start; does main() call mp::init(argc, argv) first?");
+  }
+  g_client->owner = ::getpid();
+  g_client->server = pid;
+  g_client->control = std::move(mine);
+}
+
+}  // namespace
+
+void ensure_forkserver() {
+  std::lock_guard g(g_client->m);
+  if (server_alive_locked()) return;
+  if (g_client->owner == ::getpid() && g_client->server > 0) ::waitpid(g_client->server, nullptr, WNOHANG);
+  start_server_locked();
+}
+
+std::optional<pid_t> forkserver_pid() {
+  std::lock_guard g(g_client->m);
+  if (g_client->owner == ::getpid() && g_client->server > 0) return g_client->server;
+  return std::nullopt;
+}
+
+void forget_forkserver_in_fork_child() noexcept {
+  // The parent's channel stays the parent's: close our copy so the server sees EOF when the
+  // parent goes, and start our own server if we need one.
+  Client* old = g_client;
+  g_client = new Client;
+  if (old->control) ::close(old->control.release());
+}
+
+std::shared_ptr<ChildRecord> launch_forkserver(const LaunchRequest& req) {
+  auto boot = make_boot_message(req.name, req.daemon, req.identity, StartMethod::forkserver, req.call);
+  auto [boot_parent, boot_child] = sys::make_socketpair();
+  auto [status_parent, status_server] = sys::make_socketpair();
+  {
+    std::lock_guard g(g_client->m);
+    if (!server_alive_locked()) start_server_locked();
+    char daemon = req.daemon ? 1 : 0;
+    int fds[2] = {boot_child.get(), status_server.get()};
+    send_with_fds(g_client->control.get(), &daemon, 1, fds, 2);
+  }
+  boot_child.reset();
+  status_server.reset();
+  auto deadline = Deadline::after(kBootTimeout);
+  std::int32_t pid = 0;
+  if (!sys::poll_one(status_parent.get(), POLLIN, deadline) ||
+      sys::read_full(status_parent.get(), &pid, sizeof pid, "forkserver status") != sizeof pid || pid <= 0)
+    throw ProcessError("Process " + req.name + ": the forkserver did not start the child");
+  auto rec = std::make_shared<ChildRecord>();
+  rec->name = req.name;
+  rec->pid = pid;
+  int fl = ::fcntl(status_parent.get(), F_GETFL);
+  ::fcntl(status_parent.get(), F_SETFL, fl | O_NONBLOCK);
+  rec->status_fd = std::move(status_parent);
+  try {
+    send_boot_message(boot_parent.get(), boot, req.call.fds, deadline);
+    wait_boot_ack(boot_parent.get(), rec->sentinel(), req.name, deadline, [&] {
+      wait_child(*rec, Deadline::after(std::chrono::seconds(1)));
+      std::lock_guard g(rec->m);
+      return rec->exitcode ? "exit code " + std::to_string(*rec->exitcode) : std::string("still running");
+    });
+  } catch (...) {
+    signal_child(*rec, SIGKILL);
+    wait_child(*rec, Deadline::after(std::chrono::seconds(10)));
+    throw;
+  }
+  return rec;
+}
+
+[[noreturn]] void run_forkserver(int control_fd) {
+  ::signal(SIGINT, SIG_IGN);  // Ctrl-C reaches the whole group; the parent decides
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  sigset_t old_mask;
+  ::sigprocmask(SIG_BLOCK, &chld, &old_mask);
+  int sigfd = ::signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (sigfd < 0) ::_exit(1);
+  struct Kid {
+    int status_fd;
+    bool daemon;
+  };
+  std::map<pid_t, Kid> kids;
+  char ready = 'R';
+  if (::send(control_fd, &ready, 1, MSG_NOSIGNAL) != 1) ::_exit(1);
+  for (;;) {
+    pollfd p[2] = {{control_fd, POLLIN, 0}, {sigfd, POLLIN, 0}};
+    if (::poll(p, 2, -1) < 0) continue;
+    if (p[1].revents) {
+      signalfd_siginfo si;
+      while (::read(sigfd, &si, sizeof si) > 0) {
+      }
+      int st = 0;
+      pid_t r;
+      while ((r = ::waitpid(-1, &st, WNOHANG)) > 0) {
+        auto it = kids.find(r);
+        if (it == kids.end()) continue;
+        std::int32_t s32 = st;
+        (void)!::send(it->second.status_fd, &s32, sizeof s32, MSG_NOSIGNAL);
+        ::close(it->second.status_fd);
+        kids.erase(it);
+      }
+    }
+    if (p[0].revents) {
+      char daemon = 0;
+      iovec iov{&daemon, 1};
+      msghdr msg{};
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
+      msg.msg_control = control;
+      msg.msg_controllen = sizeof control;
+      ssize_t n = ::recvmsg(control_fd, &msg, MSG_CMSG_CLOEXEC);
+      if (n < 0 && errno == EINTR) continue;
+      int fds[2] = {-1, -1};
+      size_t k = 0;
+      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+          size_t cnt = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+          const int* q = reinterpret_cast<const int*>(CMSG_DATA(c));
+          for (size_t i = 0; i < cnt; ++i) {
+            if (k < 2) fds[k++] = q[i];
+            else ::close(q[i]);
+          }
+        }
+      }
+      if (n <= 0) break;  // the parent is gone
+      if (k != 2) {
+        for (size_t i = 0; i < k; ++i) ::close(fds[i]);
+        continue;
+      }
+      pid_t pid = ::fork();
+      if (pid == 0) {
+        // The child keeps 0, 1, 2 and its boot channel, as a spawned child would.
+        ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+        ::signal(SIGINT, SIG_DFL);
+        int boot = ::fcntl(fds[0], F_DUPFD, 3);
+        if (boot != 3) {
+          if (::dup2(boot, 3) < 0) ::_exit(1);
+        }
+        ::syscall(SYS_close_range, 4, ~0U, 0);
+        if (daemon) {
+          ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // the server dies with the user's process
+        }
+        run_boot(3);
+      }
+      ::close(fds[0]);
+      if (pid < 0) {
+        ::close(fds[1]);
+        continue;
+      }
+      std::int32_t p32 = pid;
+      (void)!::send(fds[1], &p32, sizeof p32, MSG_NOSIGNAL);
+      kids[pid] = Kid{fds[1], daemon != 0};
+    }
+  }
+  for (auto& [pid, kid] : kids)
+    if (kid.daemon) ::kill(pid, SIGKILL);
+  ::_exit(0);
+}
+
+}  // namespace multiprocessing::detail

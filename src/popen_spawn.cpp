@@ -1,0 +1,80 @@
+// popen_spawn.cpp: the spawn start method: posix_spawn of the program's own binary, which
+// mp::init turns into the child (Python: popen_spawn_posix.py).
+#include <spawn.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fcntl.h>
+
+#include "process_internal.hpp"
+#include "spawn_internal.hpp"
+#include "sys.hpp"
+
+extern char** environ;
+
+namespace multiprocessing::detail {
+
+namespace {
+
+// posix_spawn of /proc/self/exe with `mode` and the channel `fd` as descriptor 3; the child
+// inherits 0, 1, 2 and 3 only.
+pid_t spawn_self(const char* mode, int fd) {
+  UniqueFd moved;
+  if (fd == 3) {
+    // dup2(3, 3) would leave close-on-exec set: move it out of the way first.
+    moved.reset(::fcntl(fd, F_DUPFD_CLOEXEC, 10));
+    if (!moved) sys::throw_errno("fcntl", "F_DUPFD_CLOEXEC");
+    fd = moved.get();
+  }
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, fd, 3);
+  posix_spawn_file_actions_addclosefrom_np(&fa, 4);
+  std::string argv0 = program_argv0();
+  char* argv[] = {argv0.data(), const_cast<char*>(mode), const_cast<char*>("3"), nullptr};
+  pid_t pid = -1;
+  int err = ::posix_spawn(&pid, "/proc/self/exe", &fa, nullptr, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (err != 0) sys::throw_errno(err, "posix_spawn", "/proc/self/exe");
+  return pid;
+}
+
+}  // namespace
+
+pid_t spawn_helper(const char* mode, int fd) { return spawn_self(mode, fd); }
+
+std::shared_ptr<ChildRecord> launch_spawn(const LaunchRequest& req) {
+  auto boot = make_boot_message(req.name, req.daemon, req.identity, StartMethod::spawn, req.call);
+  auto [parent_end, child_end] = sys::make_socketpair();
+  auto rec = std::make_shared<ChildRecord>();
+  rec->name = req.name;
+  pid_t pid = spawn_self("--mp-spawn", child_end.get());
+  child_end.reset();
+  int pidfd = pidfd_open(pid);
+  if (pidfd < 0) {
+    int err = errno;
+    ::kill(pid, SIGKILL);
+    int st;
+    ::waitpid(pid, &st, 0);
+    sys::throw_errno(err, "pidfd_open", std::to_string(pid));
+  }
+  rec->pidfd.reset(pidfd);
+  rec->pid = pid;
+  try {
+    auto deadline = Deadline::after(kBootTimeout);
+    send_boot_message(parent_end.get(), boot, req.call.fds, deadline);
+    wait_boot_ack(parent_end.get(), rec->sentinel(), req.name, deadline, [&] {
+      wait_child(*rec, Deadline::after(std::chrono::seconds(1)));
+      std::lock_guard g(rec->m);
+      return rec->exitcode ? "exit code " + std::to_string(*rec->exitcode) : std::string("still running");
+    });
+  } catch (...) {
+    signal_child(*rec, SIGKILL);
+    wait_child(*rec, Deadline::never());
+    throw;
+  }
+  return rec;
+}
+
+}  // namespace multiprocessing::detail
