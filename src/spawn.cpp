@@ -13,6 +13,7 @@
 
 #include <cstring>
 
+#include "multiprocessing/shared_memory.hpp"
 #include "process_internal.hpp"
 #include "sys.hpp"
 
@@ -102,8 +103,14 @@ BootMessage make_boot_message(const std::string& name, bool daemon, std::vector<
   return b;
 }
 
-void send_boot_message(int fd, const BootMessage& boot, const std::vector<int>& fds,
+void send_boot_message(int fd, const BootMessage& boot_in, std::vector<int> fds,
                        const Deadline& deadline) {
+  // The child joins this tree's resource tracker, so that the segments it creates are
+  // removed when the tree ends.
+  BootMessage boot = boot_in;
+  int tracker = resource_tracker::fd();
+  boot.with_tracker = tracker >= 0;
+  if (boot.with_tracker) fds.push_back(tracker);
   std::string body;
   std::uint64_t len = 0;
   body.append(reinterpret_cast<const char*>(&len), sizeof len);
@@ -200,6 +207,10 @@ void write_ack(int fd, char kind, const std::string& text) {
   try {
     std::string body = receive_boot_message(boot_fd, fds);
     boot = reduction::loads<BootMessage>(body);
+    if (boot.with_tracker && fds.size() == boot.nfds + 1) {
+      resource_tracker::adopt(UniqueFd(fds.back()));
+      fds.pop_back();
+    }
     if (boot.nfds != fds.size())
       throw DecodeError("multiprocessing: boot message announced " + std::to_string(boot.nfds) +
                         " descriptors, " + std::to_string(fds.size()) + " arrived");

@@ -39,6 +39,7 @@ struct BootMessage {
   CodeAddress fn;
   std::string args;     // the arguments, one codec message
   std::uint32_t nfds = 0;  // descriptors sent beside the message (SCM_RIGHTS)
+  bool with_tracker = false;  // one more descriptor follows: the resource tracker's
 };
 
 inline constexpr size_t kMaxBootFds = 250;  // SCM_MAX_FD is 253
@@ -47,7 +48,7 @@ BootMessage make_boot_message(const std::string& name, bool daemon, std::vector<
                               StartMethod method, const SpawnCall& call);
 /// Sends the boot message and its descriptors over a stream socket. Throws mp::ProcessError
 /// if the child died or the deadline passed.
-void send_boot_message(int fd, const BootMessage& boot, const std::vector<int>& fds,
+void send_boot_message(int fd, const BootMessage& boot, std::vector<int> fds,
                        const Deadline& deadline);
 /// Waits for the child's acknowledgement that it decoded its target. Throws mp::ProcessError
 /// naming the cause when the bootstrap failed, the child ended first (child_ended_fd became

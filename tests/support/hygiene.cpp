@@ -61,6 +61,8 @@ Snapshot take_snapshot() {
   // opendir's own descriptor shows up in the listing; drop anything that is gone after it.
   for (const auto& n : list_dir("/proc/self/fd")) {
     int fd = std::stoi(n);
+    // The resource tracker's socket lives as long as the process, like Python's.
+    if (fd == multiprocessing::detail::resource_tracker::fd()) continue;
     if (::fcntl(fd, F_GETFD) != -1) s.fds.insert(fd);
   }
   s.shm = list_dir("/dev/shm");
