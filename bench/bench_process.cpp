@@ -1,52 +1,83 @@
 // bench_process.cpp: start+join latency of a trivial Process per start method, against the
-// raw OS floor (fork + _exit + waitpid in C++) and Python's multiprocessing, in one run.
+// raw OS floor (fork + _exit + waitpid, posix_spawn of the same binary + waitpid) and
+// Python's multiprocessing with the same method, in one run.
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <cstring>
 
 #include <multiprocessing.hpp>
 
 #include "bench_util.hpp"
 
 namespace mp = multiprocessing;
+extern char** environ;
 
 void nothing() {}
 
 int main(int argc, char** argv) {
+  // A raw posix_spawn of this binary with this argument exits at once: the exec floor.
+  if (argc > 1 && std::strcmp(argv[1], "--exit-at-once") == 0) return 0;
   mp::init(argc, argv);
-  const int n = argc > 1 ? std::atoi(argv[1]) : 2000;
+  const int n = argc > 1 ? std::atoi(argv[1]) : 1000;
 
-  auto raw = [] {
+  auto raw_fork = [] {
     pid_t pid = ::fork();
     if (pid == 0) ::_exit(0);
     int status;
     ::waitpid(pid, &status, 0);
   };
-  auto process = [] {
-    mp::Process p(nothing);
-    p.start();
-    p.join();
+  auto raw_spawn = [] {
+    char arg[] = "--exit-at-once";
+    char* args[] = {const_cast<char*>("bench_process"), arg, nullptr};
+    pid_t pid;
+    ::posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, args, environ);
+    int status;
+    ::waitpid(pid, &status, 0);
   };
-  for (int i = 0; i < 50; ++i) {  // warm-up
-    raw();
-    process();
-  }
-  // Interleave rounds so both see the same machine state.
-  double t_raw = 0, t_mp = 0;
-  const int rounds = 10;
-  for (int r = 0; r < rounds; ++r) {
-    t_raw += bench::seconds([&] {
-      for (int i = 0; i < n / rounds; ++i) raw();
-    });
-    t_mp += bench::seconds([&] {
-      for (int i = 0; i < n / rounds; ++i) process();
-    });
-  }
-  double raw_us = t_raw / n * 1e6, mp_us = t_mp / n * 1e6;
-  bench::report("raw_fork_waitpid", raw_us, "us");
-  bench::report("process_fork_start_join", mp_us, "us");
-  auto py = bench::run_python("py_process.py", "fork 300");
-  double py_us = bench::get(py, "python_fork_start_join");
-  bench::report("python_fork_start_join", py_us, "us");
-  bench::report("process_fork_vs_raw", mp_us / raw_us, "x");
-  bench::report("process_fork_speedup_vs_python", py_us / mp_us, "x");
+  auto process = [](mp::StartMethod m) {
+    return [m] {
+      mp::Process p({.start_method = m}, nothing);
+      p.start();
+      p.join();
+    };
+  };
+  // Alternate the contenders in rounds so they see the same machine state.
+  auto measure = [](int count, auto&& a, auto&& b) {
+    for (int i = 0; i < 10; ++i) {
+      a();
+      b();
+    }
+    double ta = 0, tb = 0;
+    const int rounds = 10;
+    for (int r = 0; r < rounds; ++r) {
+      ta += bench::seconds([&] { for (int i = 0; i < count / rounds; ++i) a(); });
+      tb += bench::seconds([&] { for (int i = 0; i < count / rounds; ++i) b(); });
+    }
+    return std::pair{ta / count * 1e6, tb / count * 1e6};
+  };
+  auto [raw_us, fork_us] = measure(n, raw_fork, process(mp::StartMethod::fork));
+  auto [rawspawn_us, spawn_us] = measure(n / 5, raw_spawn, process(mp::StartMethod::spawn));
+  mp::set_start_method(mp::StartMethod::forkserver);  // starts the server outside the timing
+  mp::set_start_method(mp::StartMethod::fork);
+  auto [raw2_us, fs_us] = measure(n, raw_fork, process(mp::StartMethod::forkserver));
+  bench::report("raw_fork_waitpid", (raw_us + raw2_us) / 2, "us");
+  bench::report("raw_posix_spawn_waitpid", rawspawn_us, "us");
+  bench::report("process_fork_start_join", fork_us, "us");
+  bench::report("process_spawn_start_join", spawn_us, "us");
+  bench::report("process_forkserver_start_join", fs_us, "us");
+  auto py = bench::run_python("py_process.py", "fork,spawn,forkserver 300");
+  double py_fork = bench::get(py, "python_fork_start_join");
+  double py_spawn = bench::get(py, "python_spawn_start_join");
+  double py_fs = bench::get(py, "python_forkserver_start_join");
+  bench::report("python_fork_start_join", py_fork, "us");
+  bench::report("python_spawn_start_join", py_spawn, "us");
+  bench::report("python_forkserver_start_join", py_fs, "us");
+  bench::report("process_fork_vs_raw_fork", fork_us / raw_us, "x");
+  bench::report("process_spawn_vs_raw_posix_spawn", spawn_us / rawspawn_us, "x");
+  bench::report("process_forkserver_vs_raw_fork", fs_us / raw2_us, "x");
+  bench::report("process_fork_speedup_vs_python", py_fork / fork_us, "x");
+  bench::report("process_spawn_speedup_vs_python", py_spawn / spawn_us, "x");
+  bench::report("process_forkserver_speedup_vs_python", py_fs / fs_us, "x");
 }
