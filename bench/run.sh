@@ -6,12 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cmake --preset release >/dev/null
-cmake --build build/release -j"$(nproc)" >/dev/null
-out=$(mktemp)
 progs=("$@")
 if [ ${#progs[@]} -eq 0 ]; then
-  for p in build/release/bench/bench_*; do progs+=("$(basename "$p")"); done
+  for f in bench/bench_*.cpp; do progs+=("$(basename "$f" .cpp)"); done
 fi
+cmake --build build/release -j"$(nproc)" --target "${progs[@]}" >/dev/null
+out=$(mktemp)
 for p in "${progs[@]}"; do
   echo "running $p" >&2
   # Each program prints "name value unit" lines; prefix them with the program's name.
