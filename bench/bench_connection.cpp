@@ -2,7 +2,9 @@
 // multiprocessing.Pipe (Python: multiprocessing/connection.py). Figures:
 //   *_rtt_us        round trip of an 8-byte message, parent <-> forked child ping-pong
 //   *_small_msgs    one-way throughput of 8-byte messages (messages per second)
-//   *_1mib_gbps     one-way throughput of 1 MiB messages (GB/s)
+//   *_1mib_gbps     one-way throughput of 1 MiB messages (GB/s); the raw reader reuses one
+//                   buffer, the "fresh_buffer" one reads each message into a new std::string
+//                   (what recv_bytes() returns must be allocated and, in C++20, zero-filled)
 // and the ratios the issue sets targets for. Every figure is the median of several runs.
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -51,6 +53,14 @@ void read_all(int fd, char* p, std::size_t n) {
     if (r <= 0) std::abort();
     p += r;
     n -= static_cast<std::size_t>(r);
+  }
+}
+// Reads `count` messages of `size` bytes, each into a fresh zero-filled std::string: what an
+// API returning an owned string costs at least.
+void drain_fresh(int fd, std::size_t size, int count) {
+  for (int i = 0; i < count; ++i) {
+    std::string buf(size, '\0');
+    read_all(fd, buf.data(), size);
   }
 }
 // Reads until `total` bytes arrived, through a buffer of `chunk` bytes.
@@ -148,7 +158,7 @@ double oneway_pipe(std::size_t size, int count) {
       });
 }
 
-double oneway_raw(bool socket, std::size_t size, int count) {
+double oneway_raw(bool socket, std::size_t size, int count, bool fresh = false) {
   int fds[2];  // fds[0] read by the parent, fds[1] written by the child
   if (socket ? ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0 : ::pipe2(fds, O_CLOEXEC) != 0)
     std::abort();
@@ -159,7 +169,13 @@ double oneway_raw(bool socket, std::size_t size, int count) {
       },
       // A reader with a reused buffer as large as a message (64 KiB for small messages:
       // the raw stream's best case, many messages per read).
-      [&] { drain(fds[0], size * static_cast<std::size_t>(count), std::max<std::size_t>(size, 65536)); });
+      [&] {
+        if (fresh) {
+          drain_fresh(fds[0], size, count);
+        } else {
+          drain(fds[0], size * static_cast<std::size_t>(count), std::max<std::size_t>(size, 65536));
+        }
+      });
   ::close(fds[0]);
   ::close(fds[1]);
   return t;
@@ -199,8 +215,10 @@ int main(int argc, char** argv) {
   const double big = gb / median([] { return oneway_pipe(kBig, kBigMessages); });
   const double big_sock = gb / median([] { return oneway_raw(true, kBig, kBigMessages); });
   const double big_pip = gb / median([] { return oneway_raw(false, kBig, kBigMessages); });
+  const double big_fresh = gb / median([] { return oneway_raw(true, kBig, kBigMessages, true); });
   report("pipe_1mib_gbps", big, "GB/s");
   report("raw_socketpair_1mib_gbps", big_sock, "GB/s");
+  report("raw_socketpair_fresh_buffer_1mib_gbps", big_fresh, "GB/s");
   report("raw_pipe_1mib_gbps", big_pip, "GB/s");
 
   auto py = bench::run_python("py_connection.py");
@@ -215,6 +233,7 @@ int main(int argc, char** argv) {
   // messages at least 10x Python.
   report("rtt_vs_raw_socketpair", rtt / rtt_sock, "x");
   report("big_vs_raw_socketpair", big / big_sock, "x");
+  report("big_vs_raw_socketpair_fresh_buffer", big / big_fresh, "x");
   report("small_vs_raw_socketpair", small / small_sock, "x");
   report("small_vs_python", small / py_small, "x");
   report("rtt_speedup_vs_python", py_rtt / rtt, "x");

@@ -94,6 +94,9 @@ constexpr std::size_t kReadBufferSize = 64 * 1024;
 // A large message's first allocation is at most this; then the buffer doubles as bytes
 // arrive, so what is allocated stays within max(kFirstLargeChunk, 2 * received).
 constexpr std::size_t kFirstLargeChunk = std::size_t{1} << 20;
+// A large message's buffer is made readable (zero-filled by resize) this much at a time; reads
+// into it are at most this large.
+constexpr std::size_t kLargeStep = std::size_t{1} << 20;
 // A buffer of a large typed message kept for reuse only up to this size.
 constexpr std::size_t kKeepLargeCapacity = std::size_t{4} << 20;
 // Handshake messages are read with Python's limit.
@@ -319,10 +322,7 @@ int Connection::large_step_(const Deadline& deadline) {
     large_holds_last_ = true;
     return 1;
   }
-  if (large_got_ == large_.size()) {
-    // Grow with what arrived, never to what was merely announced.
-    large_.resize(std::min(large_size_, std::max(kFirstLargeChunk, 2 * large_.size())));
-  }
+  if (large_got_ == large_.size()) grow_large_();
   long r = read_some_(large_.data() + large_got_, large_.size() - large_got_, deadline);
   if (r < 0) return -1;
   if (r == 0) {
@@ -336,15 +336,24 @@ int Connection::large_step_(const Deadline& deadline) {
   return 0;
 }
 
+void Connection::grow_large_() {
+  // Reserve with what arrived (at most kFirstLargeChunk or twice the bytes received, never
+  // what was merely announced), and make it readable a step at a time (resize() zero-fills:
+  // std::string offers no uninitialized growth before C++23).
+  const std::size_t want = std::min(large_size_, std::max(kFirstLargeChunk, 2 * large_got_));
+  if (large_.capacity() < want) large_.reserve(want);
+  large_.resize(std::min({large_size_, large_.capacity(), large_got_ + kLargeStep}));
+}
+
 void Connection::start_large_(std::size_t payload_at, std::size_t size) {
   // Too large for the read buffer: move what arrived to large_ and read the rest straight
   // into it.
   const std::size_t have = rend_ - payload_at;
   large_.clear();
-  large_.resize(std::min(size, std::max(kFirstLargeChunk, have)));
-  std::memcpy(large_.data(), rbuf_.get() + payload_at, have);
-  large_got_ = have;
   large_size_ = size;
+  large_got_ = have;
+  grow_large_();
+  std::memcpy(large_.data(), rbuf_.get() + payload_at, have);
   in_large_ = true;
   rpos_ = rend_ = 0;
 }
@@ -505,8 +514,13 @@ constexpr std::uint32_t kWrapMark = 0xffffffffU;
 constexpr unsigned char kDoorbell = 0x01;
 constexpr unsigned char kFrameMark = 0x02;
 constexpr std::size_t kFramePrefix = 5;  // kFrameMark + u32 seq
-// How long a receiver watches the ring before it sleeps (only with more than one CPU).
-constexpr std::chrono::microseconds kSpin{15};
+// How long a receiver watches the ring before it sleeps (only with more than one CPU): an
+// adaptive budget per connection, doubled when watching caught a message, halved when it
+// did not, and tried again now and then once it reached zero.
+constexpr std::uint32_t kSpinStartNs = 20'000;
+constexpr std::uint32_t kSpinMaxNs = 50'000;
+constexpr std::uint32_t kSpinProbeNs = 4'000;
+constexpr std::uint32_t kSpinProbeEvery = 64;
 // How often a sender that writes into the ring looks for a closed peer.
 constexpr std::int64_t kLivenessCheckNs = 1'000'000;
 
@@ -730,11 +744,11 @@ bool Connection::ring_drain_socket_() {
 }
 
 namespace {
-// Watches `tail` for a short while; true when it moved.
-bool spin_on_tail(const detail::RingSide& in, std::uint64_t seen, const Deadline& deadline) {
-  if (!can_spin()) return false;
-  auto end = std::chrono::steady_clock::now() + kSpin;
-  if (auto left = deadline.remaining(); left && *left < kSpin) return false;
+// Watches `tail` for up to `ns`; true when it moved.
+bool spin_on_tail(const detail::RingSide& in, std::uint64_t seen, std::uint32_t ns, const Deadline& deadline) {
+  const std::chrono::nanoseconds budget(ns);
+  if (auto left = deadline.remaining(); left && *left < budget) return false;
+  auto end = std::chrono::steady_clock::now() + budget;
   for (unsigned i = 1;; ++i) {
     if (in.tail.load(std::memory_order_acquire) != seen) return true;
     cpu_relax();
@@ -742,6 +756,21 @@ bool spin_on_tail(const detail::RingSide& in, std::uint64_t seen, const Deadline
   }
 }
 }  // namespace
+
+bool Connection::ring_spin_(const detail::RingSide& in, std::uint64_t seen, const Deadline& deadline) {
+  if (!can_spin()) return false;
+  std::uint32_t ns = spin_ns_;
+  if (ns == 0) {
+    if (++spin_probe_ % kSpinProbeEvery != 0) return false;
+    ns = kSpinProbeNs;
+  }
+  if (spin_on_tail(in, seen, ns, deadline)) {
+    spin_ns_ = std::min(kSpinMaxNs, std::max(ns, kSpinProbeNs) * 2);
+    return true;
+  }
+  spin_ns_ = ns / 2 < 1000 ? 0 : ns / 2;
+  return false;
+}
 
 std::optional<std::string_view> Connection::ring_next_(const Deadline& deadline, std::size_t maxlength) {
   detail::RingSide& in = ring_in_();
@@ -838,7 +867,7 @@ std::optional<std::string_view> Connection::ring_next_(const Deadline& deadline,
     }
     if (avail == 0 && !ring_has && !ring_off_) {
       // Nothing anywhere: watch the ring a moment, then arm the wake-up and sleep on the socket.
-      if (spin_on_tail(in, tail, deadline)) continue;
+      if (ring_spin_(in, tail, deadline)) continue;
       in.armed.store(1, std::memory_order_relaxed);
       std::atomic_thread_fence(std::memory_order_seq_cst);
       if (in.tail.load(std::memory_order_acquire) != tail) continue;
@@ -862,6 +891,90 @@ void Connection::set_read_ahead(bool on) {
     ring_off_ = true;
   }
   read_ahead_ = on;
+}
+
+// ------------------------------------------------------------------------------------------
+// Crossing to spawn and forkserver children
+
+namespace {
+constexpr std::uint32_t kReadable = 1, kWritable = 2, kIsSocket = 4, kHasRing = 8, kRingOff = 16, kReadAhead = 32,
+                        kBroken = 64, kEofSeen = 128, kRingPending = 256, kInLarge = 512;
+}  // namespace
+
+Connection Connection::duplicate() const {
+  check_open_("duplicate");
+  const int fd = sys::check([&] { return ::fcntl(fd_.get(), F_DUPFD_CLOEXEC, 0); }, "fcntl", "F_DUPFD_CLOEXEC");
+  Connection c(AdoptSocket{}, fd, readable_, writable_);
+  c.is_socket_ = is_socket_;
+  c.max_message_size_ = max_message_size_;
+  c.read_ahead_ = read_ahead_;
+  c.ring_ = ring_;
+  c.side_ = side_;
+  c.ring_head_ = ring_head_;
+  c.ring_seq_ = ring_seq_;
+  c.ring_off_ = ring_off_;
+  return c;
+}
+
+void Connection::mp_reduce(detail::Writer& w) const {
+  check_open_("Connection (as a Process argument)");
+  std::uint32_t flags = (readable_ ? kReadable : 0) | (writable_ ? kWritable : 0) | (is_socket_ ? kIsSocket : 0) |
+                        (ring_ ? kHasRing : 0) | (ring_off_ ? kRingOff : 0) | (read_ahead_ ? kReadAhead : 0) |
+                        (broken_ ? kBroken : 0) | (eof_seen_ ? kEofSeen : 0) | (ring_pending_ ? kRingPending : 0) |
+                        (in_large_ ? kInLarge : 0);
+  w.write_varint(flags);
+  w.write_varint(max_message_size_);
+  w.write_varint(w.add_fd(fd_.get()));
+  if (ring_) {
+    w.write_varint(w.add_fd(ring_->fd()));
+    w.write_varint(static_cast<std::uint64_t>(side_));
+    w.write_varint(ring_head_);
+    w.write_varint(ring_seq_);
+  }
+  // What this end had read but not delivered yet goes along.
+  const std::size_t buffered = rend_ - rpos_;
+  w.write_varint(buffered);
+  if (buffered > 0) w.write_bytes(rbuf_.get() + rpos_, buffered);
+  if (in_large_) {
+    w.write_varint(large_size_);
+    w.write_varint(large_got_);
+    w.write_bytes(large_.data(), large_got_);
+  }
+}
+
+Connection Connection::mp_rebuild(detail::Reader& r) {
+  const auto flags = static_cast<std::uint32_t>(r.read_varint());
+  const std::uint64_t max_size = r.read_varint();
+  Connection c(AdoptSocket{}, r.take_fd(r.read_varint()), (flags & kReadable) != 0, (flags & kWritable) != 0);
+  c.is_socket_ = (flags & kIsSocket) != 0;
+  c.max_message_size_ = static_cast<std::size_t>(max_size);
+  c.read_ahead_ = (flags & kReadAhead) != 0;
+  c.broken_ = (flags & kBroken) != 0;
+  c.eof_seen_ = (flags & kEofSeen) != 0;
+  if (flags & kHasRing) {
+    c.ring_ = detail::SharedRegion::attach(detail::UniqueFd(r.take_fd(r.read_varint())));
+    if (c.ring_->size() < ring_header_size() + 2 * kRingCapacity) throw DecodeError("Connection: ring region too small");
+    c.side_ = r.read_varint() == 0 ? 0 : 1;
+    c.ring_head_ = r.read_varint();
+    c.ring_seq_ = static_cast<std::uint32_t>(r.read_varint());
+    c.ring_off_ = (flags & kRingOff) != 0;
+    c.ring_pending_ = (flags & kRingPending) != 0;
+  }
+  const std::size_t buffered = r.read_count(1);
+  if (buffered > kReadBufferSize) throw DecodeError("Connection: more buffered bytes than a read buffer holds");
+  if (buffered > 0) {
+    c.rbuf_ = std::make_unique_for_overwrite<char[]>(kReadBufferSize);
+    r.read_bytes(c.rbuf_.get(), buffered);
+    c.rend_ = buffered;
+  }
+  if (flags & kInLarge) {
+    c.large_size_ = static_cast<std::size_t>(r.read_varint());
+    c.large_got_ = r.read_count(1);
+    if (c.large_got_ >= c.large_size_) throw DecodeError("Connection: inconsistent partial message");
+    c.large_.assign(r.read_bytes(c.large_got_));
+    c.in_large_ = true;
+  }
+  return c;
 }
 
 // ------------------------------------------------------------------------------------------

@@ -67,9 +67,11 @@ constexpr uint64_t kDataOffset = 4096;
 constexpr uint64_t kInitialLap = uint64_t{256} << 10;
 constexpr uint64_t kPunchSlack = uint64_t{1} << 20;
 constexpr uint64_t kDrainPunchAbove = uint64_t{4} << 20;
+// The start of the data area is never given back: steady small traffic wraps within it.
+constexpr uint64_t kKeep = 2 * kInitialLap;
 // Memory is given back at most this often: a stream whose consumer drains the queue between
 // bursts would otherwise punch its working set and fault it back in on every burst.
-constexpr uint64_t kPunchIntervalNs = 100000000;
+constexpr uint64_t kPunchIntervalNs = 1000000000;
 constexpr uint64_t kMaxReserve = (uint64_t{1} << 35) - kPage;
 constexpr uint32_t kCountLimit = uint32_t{1} << 31;
 constexpr uint64_t kNone = ~uint64_t{0};
@@ -553,7 +555,7 @@ struct ByteQueue::Impl {
   /// With the consumer mutex held and the queue found empty (head word hw): when a past burst
   /// left more than kDrainPunchAbove bytes touched, gives that memory back (at most once per
   /// kPunchIntervalNs; called when a get drains the queue and when a consumer is about to
-  /// sleep on it, so an idle queue returns its memory within about that interval).
+  /// sleep on it, so a queue whose consumer waits returns its memory within about a second).
   static void give_back_memory(ByteQueue& q, uint64_t hw) {
     RingHeader& H = *q.h_;
     uint64_t hwm = H.hwm.load(std::memory_order_relaxed);
@@ -563,7 +565,8 @@ struct ByteQueue::Impl {
   }
 
   /// Try-locks the producer mutex (never waits for it, so no lock-order deadlock) and, if the
-  /// queue is still empty, punches every page but the tail's and restarts the lap.
+  /// queue is still empty, punches every page but the first kKeep bytes and the tail's, and
+  /// restarts the lap.
   static void drain_punch(ByteQueue& q, uint64_t hw) {
     RingHeader& H = *q.h_;
     int e = ::pthread_mutex_trylock(&H.pmutex);
@@ -579,9 +582,10 @@ struct ByteQueue::Impl {
     uint64_t tw = H.tail.load(std::memory_order_acquire);
     if (count_of(tw) != count_of(hw)) return;  // a put came in meanwhile
     uint64_t t = off_of(tw);
-    uint64_t lo = page_down(t), hi = page_up(t + kMarker);
+    uint64_t keep = std::min(kKeep, H.capacity);
+    uint64_t lo = page_down(t), hi = std::max(keep, page_up(t + kMarker));
     uint64_t hwm = H.hwm.load(std::memory_order_relaxed);
-    if (lo > 0) q.region_->punch_hole(kDataOffset, lo);
+    if (lo > keep) q.region_->punch_hole(kDataOffset + keep, lo - keep);
     if (hwm > hi) q.region_->punch_hole(kDataOffset + hi, hwm - hi);
     H.cached_head = hw;
     H.nseg = 1;
@@ -651,7 +655,9 @@ std::shared_ptr<ByteQueue> ByteQueue::create(int64_t maxsize, uint32_t flags, ui
 std::shared_ptr<ByteQueue> ByteQueue::attach(UniqueFd fd) {
   auto region = SharedRegion::attach(std::move(fd));
   auto* H = static_cast<RingHeader*>(region->data());
-  if (region->size() < kDataOffset || H->magic != kMagic || H->capacity + kDataOffset != region->size())
+  if (region->size() < kDataOffset || H->magic != kMagic || H->capacity + kDataOffset != region->size() ||
+      H->capacity % kPage != 0 || H->capacity > kMaxReserve || H->maxsize >= kCountLimit ||
+      H->nseg == 0 || H->nseg > kMaxSegments)
     throw ValueError("Queue: the descriptor does not hold a queue");
   return std::shared_ptr<ByteQueue>(new ByteQueue(std::move(region)));
 }

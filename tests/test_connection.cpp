@@ -69,6 +69,50 @@ long rss_kib() {
   return -1;
 }
 
+// ---- Child process bodies: functions with their data as arguments, so that they run under
+// every start method (a spawn or forkserver child receives its Connections through the
+// codec, as descriptors). ----
+
+void send_sizes(mp::Connection a, std::vector<std::size_t> sizes) {
+  for (std::size_t i = 0; i < sizes.size(); ++i) a.send_bytes(pattern(sizes[i], static_cast<unsigned>(i)));
+}
+
+int echo_big(mp::Connection a, std::size_t n) {
+  std::string got = a.recv_bytes();
+  if (got != pattern(n, 1)) return 2;
+  a.send_bytes(pattern(n, 2));
+  return 0;
+}
+
+int expect_message(mp::Connection c, std::string expected) { return c.recv_bytes() == expected ? 0 : 3; }
+
+void write_many(mp::Connection tx, int w, int count) {
+  for (int i = 0; i < count; ++i) {
+    std::size_t n = i % 500 == 7 ? 20000 : 8 + (i * 13) % 200;
+    std::string m = std::to_string(w) + ":" + std::to_string(i) + ":";
+    m += pattern(n, static_cast<unsigned>(w * count + i));
+    tx.send_bytes(m);
+  }
+}
+
+void send_pairs(mp::Connection a, int count) {
+  for (int i = 0; i < count; ++i) a.send(std::make_pair(i, std::string(100, static_cast<char>('a' + i % 26))));
+}
+
+void send_small_big_small(mp::Connection a, std::size_t n) {
+  a.send_bytes(std::string_view("small first"));
+  a.send_bytes(pattern(n, 5));
+  a.send_bytes(std::string_view("small last"));
+}
+
+void send_big_bytes(mp::Connection a) { a.send_bytes(pattern(64 << 20)); }
+void send_big_typed(mp::Connection a) { a.send(std::vector<std::int64_t>(8 << 20, 7)); }
+void nap_holding(mp::Connection, int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+void delayed_send(mp::Connection c, int ms, std::string what) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  c.send_bytes(what);
+}
+
 // ---- Pipe basics ----
 
 TEST_P(ConnectionTest, DuplexPipeCarriesBytesBothWays) {
@@ -174,11 +218,8 @@ TEST_P(ConnectionTest, ManyMessagesOfMixedSizesKeepTheirBoundaries) {
   for (std::size_t s : {65531u, 65532u, 65535u, 65536u, 65540u, 200000u, 1048575u, 1048576u, 1048577u, 3000001u})
     sizes.insert(sizes.begin() + static_cast<std::ptrdiff_t>(s % sizes.size()), s);
   auto [a, b] = mp::Pipe();
-  mp::Process p([&] {
-    for (std::size_t i = 0; i < sizes.size(); ++i) a.send_bytes(pattern(sizes[i], static_cast<unsigned>(i)));
-  });
-  p.start();
-  a.close();
+  mp::Process p(send_sizes, std::move(a), sizes);
+  p.start();  // the parent's copy of `a` is released here: EOF comes when the child ends
   for (std::size_t i = 0; i < sizes.size(); ++i) {
     std::string m = b.recv_bytes();
     ASSERT_EQ(m.size(), sizes[i]) << "message " << i;
@@ -192,14 +233,8 @@ TEST_P(ConnectionTest, ManyMessagesOfMixedSizesKeepTheirBoundaries) {
 TEST_P(ConnectionTest, SixtyFourMiBMessagesBothWays) {
   const std::size_t n = std::size_t{64} << 20;
   auto [a, b] = mp::Pipe();
-  mp::Process p([&]() -> int {
-    std::string got = a.recv_bytes();
-    if (got != pattern(n, 1)) return 2;
-    a.send_bytes(pattern(n, 2));
-    return 0;
-  });
+  mp::Process p(echo_big, std::move(a), n);
   p.start();
-  a.close();
   b.send_bytes(pattern(n, 1));
   std::string back = b.recv_bytes();
   EXPECT_EQ(back.size(), n);
@@ -323,7 +358,7 @@ TEST_P(ConnectionTest, WithoutReadAheadEachReceiveTakesExactlyOneMessage) {
   pollfd p{b.fileno(), POLLIN, 0};
   EXPECT_EQ(::poll(&p, 1, 0), 1);  // the others are still in the kernel, for any receiver
   // Another process receiving from the same end takes the next one.
-  mp::Process other([&]() -> int { return b.recv_bytes() == pattern(70000) ? 0 : 3; });
+  mp::Process other(expect_message, b.duplicate(), pattern(70000));
   other.start();
   other.join();
   EXPECT_EQ(other.exitcode(), 0);
@@ -352,14 +387,7 @@ TEST_P(ConnectionTest, SeveralWriterProcessesNeverInterleave) {
   auto [rx, tx] = mp::Pipe(false);
   std::vector<mp::Process> writers;
   for (int w = 0; w < kWriters; ++w) {
-    writers.emplace_back([&, w] {
-      for (int i = 0; i < kEach; ++i) {
-        std::size_t n = i % 500 == 7 ? 20000 : 8 + (i * 13) % 200;
-        std::string m = std::to_string(w) + ":" + std::to_string(i) + ":";
-        m += pattern(n, static_cast<unsigned>(w * kEach + i));
-        tx.send_bytes(m);
-      }
-    });
+    writers.emplace_back(write_many, tx.duplicate(), w, kEach);
     writers.back().start();
   }
   tx.close();
@@ -381,9 +409,7 @@ TEST_P(ConnectionTest, FullRingFallsBackToTheSocketInOrder) {
   // The receiver sleeps while far more than the ring holds is sent: the sender goes on
   // through the socket (and blocks there), and everything arrives in order.
   auto [a, b] = mp::Pipe();
-  mp::Process p([&] {
-    for (int i = 0; i < 20000; ++i) a.send(std::make_pair(i, std::string(100, static_cast<char>('a' + i % 26))));
-  });
+  mp::Process p(send_pairs, std::move(a), 20000);
   p.start();
   std::this_thread::sleep_for(200ms);
   for (int i = 0; i < 20000; ++i) {
@@ -434,11 +460,7 @@ TEST_P(ConnectionTest, SendingIntoAClosedPipeFailsPromptly) {
 TEST_P(ConnectionTest, TimedReceivesInterruptingALargeMessage) {
   auto [a, b] = mp::Pipe();
   const std::string big = pattern(8 << 20, 5);
-  mp::Process p([&] {
-    a.send_bytes(std::string_view("small first"));
-    a.send_bytes(big);
-    a.send_bytes(std::string_view("small last"));
-  });
+  mp::Process p(send_small_big_small, std::move(a), big.size());
   p.start();
   EXPECT_EQ(b.recv_bytes_for(10s), "small first");
   int timeouts = 0;
@@ -472,15 +494,9 @@ TEST_P(ConnectionTest, OneThreadSendsWhileAnotherReceives) {
 TEST_P(ConnectionTest, ChildKilledMidMessageGivesEOFError) {
   for (bool typed : {false, true}) {
     auto [a, b] = mp::Pipe();
-    mp::Process p([&] {
-      if (typed) {
-        a.send(std::vector<std::int64_t>(8 << 20, 7));  // 64 MiB: far more than the socket holds
-      } else {
-        a.send_bytes(pattern(64 << 20));
-      }
-    });
+    // 64 MiB: far more than the socket holds, so the child blocks in the middle of it.
+    mp::Process p(typed ? send_big_typed : send_big_bytes, std::move(a));
     p.start();
-    a.close();
     ASSERT_TRUE(b.poll(10s));  // part of it arrived; the child is blocked in send
     p.kill();
     p.join();
@@ -508,9 +524,8 @@ TEST_P(ConnectionTest, SendToClosedPeerIsEPIPENotSIGPIPE) {
   }
   // A peer that dies while we are blocked in a large send.
   auto [c, d] = mp::Pipe();
-  mp::Process p([&] { std::this_thread::sleep_for(100ms); });
-  p.start();
-  d.close();  // the child's copy of d is the only one left; it goes when the child ends
+  mp::Process p(nap_holding, std::move(d), 100);
+  p.start();  // the child's copy of d is the only one left; it goes when the child ends
   try {
     c.send_bytes(pattern(32 << 20));
     FAIL() << "no exception";
@@ -573,12 +588,8 @@ TEST_P(ConnectionTest, WaitOnConnectionsAndSentinels) {
   auto [a, b] = mp::Pipe();
   auto [c, d] = mp::Pipe();
   EXPECT_TRUE(mp::connection::wait({&b, &d}, 20ms).empty());
-  mp::Process p([&] {
-    std::this_thread::sleep_for(50ms);
-    c.send_bytes(std::string_view("from child"));
-  });
+  mp::Process p(delayed_send, std::move(c), 50, std::string("from child"));
   p.start();
-  c.close();
   auto ready = mp::connection::wait({&b, &d}, 10s);
   ASSERT_EQ(ready.size(), 1u);
   EXPECT_EQ(ready[0], &d);
@@ -587,14 +598,14 @@ TEST_P(ConnectionTest, WaitOnConnectionsAndSentinels) {
   ready = mp::connection::wait({&b, p.sentinel()}, 10s);
   ASSERT_EQ(ready.size(), 1u);
   EXPECT_EQ(ready[0], p.sentinel());
-  p.join();
   // Several ready at once come back in the order given.
   a.send_bytes(std::string_view("x"));
   ready = mp::connection::wait({p.sentinel(), &d, &b});
   ASSERT_EQ(ready.size(), 3u);
   EXPECT_EQ(ready[0], p.sentinel());
-  EXPECT_EQ(ready[1], &d);  // d: the child closed its end
+  EXPECT_EQ(ready[1], &d);  // d: the child's end closed with it
   EXPECT_EQ(ready[2], &b);
+  p.join();
   // Over any range, returning the elements themselves.
   std::vector<mp::Connection*> conns{&b, &d};
   auto r2 = mp::connection::wait(conns, std::nullopt);

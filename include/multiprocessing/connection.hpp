@@ -49,6 +49,8 @@ class Timeout {
 struct ConnectionAccess;
 struct RingSide;
 class SharedRegion;
+class Writer;
+class Reader;
 
 }  // namespace detail
 
@@ -219,6 +221,23 @@ class Connection {
   void set_read_ahead(bool on);
   bool read_ahead() const noexcept { return read_ahead_; }
 
+  /// Another Connection on the same end: a new descriptor (close-on-exec) sharing a Pipe's
+  /// ring, with nothing buffered. Python passes one Connection object to several Processes;
+  /// a Process takes its arguments by move, so duplicate the end for each. Meant for several
+  /// senders; several receivers need set_read_ahead(false) first (see the class comment).
+  /// Thread-safe with respect to other const calls. Throws std::system_error (EMFILE),
+  /// std::logic_error when closed.
+  Connection duplicate() const;
+
+  // ---- Crossing to spawn and forkserver children (the codec's handle hook) ----
+
+  /// A Connection passed to a Process started with spawn or forkserver travels as its
+  /// descriptors (the socket and, for a Pipe() end, its ring), sent beside the arguments, plus
+  /// whatever it had buffered for reading. (A fork child simply inherits it.) Not for plain
+  /// byte messages: sending a Connection through another Connection is not supported.
+  void mp_reduce(detail::Writer& w) const;
+  static Connection mp_rebuild(detail::Reader& r);
+
  private:
   friend struct detail::ConnectionAccess;
   struct AdoptSocket {};
@@ -247,6 +266,7 @@ class Connection {
   int large_step_(const detail::Deadline& deadline);
   // Starts assembling such a message from the bytes buffered from `payload_at`.
   void start_large_(std::size_t payload_at, std::size_t size);
+  void grow_large_();
   // Reads into the read buffer, wanting `need` bytes from rpos_: the read(2) result (-1 when
   // the deadline passed).
   long fill_(std::size_t need, const detail::Deadline& deadline);
@@ -264,6 +284,7 @@ class Connection {
   bool ring_drain_socket_();
   void ring_skip_doorbells_() noexcept;
   bool ring_socket_busy_() const noexcept;
+  bool ring_spin_(const detail::RingSide& in, std::uint64_t seen, const detail::Deadline& deadline);
 
   detail::UniqueFd fd_;
   bool readable_ = false;
@@ -296,6 +317,8 @@ class Connection {
   bool ring_off_ = false;         // read-ahead off: the incoming direction uses the socket only
   bool eof_seen_ = false;         // the socket reported the end of the stream
   std::int64_t liveness_checked_ns_ = 0;  // when the sender last looked for a closed peer
+  std::uint32_t spin_ns_ = 20'000;         // how long the receiver watches the ring before sleeping
+  std::uint32_t spin_probe_ = 0;
 };
 
 /// A connected pair of connections (Python: multiprocessing.Pipe). duplex: both ends send
@@ -380,8 +403,8 @@ std::vector<std::ranges::range_value_t<R>> wait(const R& objects,
 /// accept() throws mp::AuthenticationError for that client (the Listener stays usable). No
 /// authkey: no handshake, as Python's authkey=None.
 ///
-/// Move-only. accept() may be called from several threads or (after fork) processes at once;
-/// the rest is not thread-safe.
+/// Move-only. Several processes (after fork) may accept() on one listening socket at once;
+/// within a process the object is not thread-safe (one thread at a time).
 class Listener {
  public:
   /// Binds and listens. Throws mp::ValueError for a malformed address, std::system_error when
