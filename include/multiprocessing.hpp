@@ -14,3 +14,4 @@
 #include "multiprocessing/queues.hpp"
 #include "multiprocessing/managers.hpp"
 #include "multiprocessing/pool.hpp"
+#include "multiprocessing/detail/context_impl.hpp"

@@ -568,4 +568,15 @@ TEST_P(ProcessTest, DaemonChildOfKilledParentDies) {
   std::remove(file.c_str());
 }
 
+int triple(int x) { return 3 * x; }
+
+TEST_P(ProcessTest, ContextMakesQueuesAndPools) {
+  auto ctx = mp::get_context(method());
+  auto q = ctx.Queue<int>();
+  q.put(4);
+  EXPECT_EQ(q.get(), 4);
+  auto pool = ctx.Pool(2);
+  EXPECT_EQ(pool.map(triple, std::vector<int>{1, 2, 3}), (std::vector<int>{3, 6, 9}));
+}
+
 }  // namespace

@@ -36,6 +36,10 @@ StartMethod get_start_method() noexcept;
 std::vector<StartMethod> get_all_start_methods();
 
 class Process;
+class Pool;
+struct PoolOptions;
+template <class T>
+class Queue;
 
 /// A start method bound to the objects made through it (Python's get_context()).
 /// Copyable, cheap. ctx.Process(...) starts with this context's method.
@@ -46,6 +50,12 @@ class Context {
   /// A Process that will start with this context's method (see Process's constructors).
   template <class... A>
   ::multiprocessing::Process Process(A&&... args) const;
+  /// A Queue<T> (queues live in shared memory and pass to children of every method).
+  template <class T, class... A>
+  ::multiprocessing::Queue<T> Queue(A&&... args) const;
+  /// A Pool whose workers start with this context's method.
+  ::multiprocessing::Pool Pool(int processes = 0) const;
+  ::multiprocessing::Pool Pool(PoolOptions options) const;
 
  private:
   StartMethod method_;
