@@ -35,13 +35,15 @@ namespace detail {
 
 // One direction of a Pipe()'s shared-memory ring (see "The shared-memory ring" below).
 struct RingSide {
-  alignas(64) std::atomic<std::uint64_t> tail{0};  // bytes published (senders, under wlock)
-  alignas(64) std::atomic<std::uint64_t> head{0};  // bytes given back (the receiver)
+  // (messages sent << 32) | (bytes published mod 2^32). Stored by senders under wlock; one
+  // release-store commits a ring record together with its sequence number, so a sender that
+  // dies at any instant leaves the pair consistent.
+  alignas(64) std::atomic<std::uint64_t> tail{0};
+  alignas(64) std::atomic<std::uint32_t> head{0};   // bytes given back mod 2^32 (the receiver)
   alignas(64) std::atomic<std::uint32_t> armed{0};  // the receiver may sleep: wake it
   std::atomic<std::uint32_t> socket_frame_open{0};  // a sender is in the middle of a socket frame
   std::atomic<std::uint32_t> broken{0};             // ... and died there
   std::atomic<std::uint32_t> ring_off{0};           // receivers read exactly: socket only
-  std::uint32_t next_seq = 0;                       // under wlock
   RobustMutex wlock;
 };
 struct RingShared {
@@ -492,7 +494,7 @@ bool Connection::poll_until_(const Deadline& deadline) {
 //
 // Each direction has a ring of kRingCapacity bytes in a memfd region both processes map (fork
 // children inherit the mapping) and a header (RingSide). Senders serialize through a robust
-// process-shared mutex and number their messages (next_seq). A message of up to
+// process-shared mutex and number their messages (the high half of `tail`). A message of up to
 // kRingMaxPayload bytes that fits is copied into the ring as [u32 length][u32 seq][payload,
 // padded to 8] and published by a release-store of `tail`; anything else goes through the
 // socket as [0x02][u32 seq][Python header][payload]. The receiver (one per end) delivers
@@ -508,7 +510,7 @@ bool Connection::poll_until_(const Deadline& deadline) {
 // to offset 0.
 
 namespace {
-constexpr std::size_t kRingCapacity = 64 * 1024;
+constexpr std::uint32_t kRingCapacity = 64 * 1024;
 constexpr std::size_t kRingMaxPayload = 4096;
 constexpr std::uint32_t kWrapMark = 0xffffffffU;
 constexpr unsigned char kDoorbell = 0x01;
@@ -597,25 +599,27 @@ void Connection::ring_send_(const void* data, std::size_t size) {
   if (out.broken.load(std::memory_order_relaxed)) {
     throw_pipe_closed("the pipe is unusable: a process died in the middle of sending a message on it");
   }
-  const std::uint32_t seq = out.next_seq;
+  const std::uint64_t word = out.tail.load(std::memory_order_relaxed);  // only senders store it, under the lock
+  const auto seq = static_cast<std::uint32_t>(word >> 32);
+  std::uint32_t bytes = static_cast<std::uint32_t>(word);
   if (size <= kRingMaxPayload && !out.ring_off.load(std::memory_order_relaxed)) {
-    const std::size_t rec = 8 + round8(size);
-    std::uint64_t tail = out.tail.load(std::memory_order_relaxed);  // only senders store it, under the lock
-    const std::size_t pos = static_cast<std::size_t>(tail % kRingCapacity);
-    const std::size_t before_end = kRingCapacity - pos;
-    const std::size_t need = rec <= before_end ? rec : before_end + rec;
-    if (kRingCapacity - (tail - out.head.load(std::memory_order_acquire)) >= need) {
+    const auto rec = static_cast<std::uint32_t>(8 + round8(size));
+    const std::uint32_t pos = bytes % kRingCapacity;
+    const std::uint32_t before_end = kRingCapacity - pos;
+    const std::uint32_t need = rec <= before_end ? rec : before_end + rec;
+    const std::uint32_t used = bytes - out.head.load(std::memory_order_acquire);  // mod 2^32
+    if (kRingCapacity - used >= need) {
       char* ring = ring_out_data_();
       if (rec > before_end) {
         store_u32(ring + pos, kWrapMark);
-        tail += before_end;
+        bytes += before_end;
       }
-      char* at = ring + tail % kRingCapacity;
+      char* at = ring + bytes % kRingCapacity;
       store_u32(at, static_cast<std::uint32_t>(size));
       store_u32(at + 4, seq);
       if (size > 0) std::memcpy(at + 8, data, size);
-      out.next_seq = seq + 1;
-      out.tail.store(tail + rec, std::memory_order_release);
+      bytes += rec;
+      out.tail.store((std::uint64_t{seq + 1U} << 32) | bytes, std::memory_order_release);
       std::atomic_thread_fence(std::memory_order_seq_cst);
       if (out.armed.load(std::memory_order_relaxed) && out.armed.exchange(0, std::memory_order_acq_rel)) {
         // The receiver sleeps (or is about to): wake it through the socket.
@@ -649,7 +653,8 @@ void Connection::ring_send_(const void* data, std::size_t size) {
     put_be64(prefix + kFramePrefix + 4, size);
     prefix_size += 8;
   }
-  out.next_seq = seq + 1;
+  // A sender that dies between here and the count's update leaves socket_frame_open set; the
+  // next one marks the direction broken (the frame may be half written).
   out.socket_frame_open.store(1, std::memory_order_relaxed);
   try {
     write_frame_(prefix, prefix_size, data, size);
@@ -659,6 +664,7 @@ void Connection::ring_send_(const void* data, std::size_t size) {
     out.socket_frame_open.store(0, std::memory_order_relaxed);
     throw;
   }
+  out.tail.store((std::uint64_t{seq + 1U} << 32) | bytes, std::memory_order_release);
   out.socket_frame_open.store(0, std::memory_order_relaxed);
   liveness_checked_ns_ = now_ns();
 }
@@ -688,9 +694,9 @@ bool Connection::ring_ready_() const noexcept {
   if (!ring_off_) {
     const detail::RingSide& in = ring_in_();
     const char* ring = ring_in_data_();
-    const std::uint64_t tail = in.tail.load(std::memory_order_acquire);
-    for (std::uint64_t h = ring_head_; h != tail;) {
-      const std::size_t pos = static_cast<std::size_t>(h % kRingCapacity);
+    const auto tail = static_cast<std::uint32_t>(in.tail.load(std::memory_order_acquire));
+    for (std::uint32_t h = ring_head_; h != tail;) {
+      const std::uint32_t pos = h % kRingCapacity;
       if (load_u32(ring + pos) == kWrapMark) {
         h += kRingCapacity - pos;
         continue;
@@ -789,10 +795,11 @@ std::optional<std::string_view> Connection::ring_next_(const Deadline& deadline,
     }
 
     // The ring: is its first record the message due?
-    const std::uint64_t tail = ring_off_ ? ring_head_ : in.tail.load(std::memory_order_acquire);
+    const std::uint64_t word = ring_off_ ? 0 : in.tail.load(std::memory_order_acquire);
+    const auto tail = ring_off_ ? ring_head_ : static_cast<std::uint32_t>(word);
     bool ring_has = false;
     while (ring_head_ != tail) {
-      const std::size_t pos = static_cast<std::size_t>(ring_head_ % kRingCapacity);
+      const std::uint32_t pos = ring_head_ % kRingCapacity;
       const std::uint32_t len = load_u32(ring + pos);
       if (len == kWrapMark) {
         ring_head_ += kRingCapacity - pos;
@@ -805,7 +812,7 @@ std::optional<std::string_view> Connection::ring_next_(const Deadline& deadline,
           broken_ = true;
           throw_too_long(len, maxlength, max_message_size_);
         }
-        ring_head_ += 8 + round8(len);
+        ring_head_ += static_cast<std::uint32_t>(8 + round8(len));
         ring_pending_ = true;  // the space is given back at the next receive
         ++ring_seq_;
         return std::string_view(ring + pos + 8, len);
@@ -833,7 +840,7 @@ std::optional<std::string_view> Connection::ring_next_(const Deadline& deadline,
         if (!ring_off_ && get_be32(p + 1) != ring_seq_) {
           // The message due went into the ring before this frame was written; it is visible
           // once `tail` is read again.
-          if (in.tail.load(std::memory_order_acquire) != tail) continue;
+          if (in.tail.load(std::memory_order_acquire) != word) continue;
           broken_ = true;
           throw DecodeError("recv_bytes: pipe messages out of order");
         }
@@ -867,10 +874,10 @@ std::optional<std::string_view> Connection::ring_next_(const Deadline& deadline,
     }
     if (avail == 0 && !ring_has && !ring_off_) {
       // Nothing anywhere: watch the ring a moment, then arm the wake-up and sleep on the socket.
-      if (ring_spin_(in, tail, deadline)) continue;
+      if (ring_spin_(in, word, deadline)) continue;
       in.armed.store(1, std::memory_order_relaxed);
       std::atomic_thread_fence(std::memory_order_seq_cst);
-      if (in.tail.load(std::memory_order_acquire) != tail) continue;
+      if (in.tail.load(std::memory_order_acquire) != word) continue;
     }
     long r = fill_(need, deadline);
     if (r < 0) return std::nullopt;
@@ -882,7 +889,7 @@ void Connection::set_read_ahead(bool on) {
   if (!on && ring_ && !ring_off_ && readable_) {
     detail::RingSide& in = ring_in_();
     SendLock lock(in);
-    if (in.next_seq != 0) {
+    if ((in.tail.load(std::memory_order_relaxed) >> 32) != 0) {
       throw std::logic_error(
           "set_read_ahead(false): messages were already sent to this Pipe end; turn read-ahead off before it is used");
     }
@@ -955,7 +962,7 @@ Connection Connection::mp_rebuild(detail::Reader& r) {
     c.ring_ = detail::SharedRegion::attach(detail::UniqueFd(r.take_fd(r.read_varint())));
     if (c.ring_->size() < ring_header_size() + 2 * kRingCapacity) throw DecodeError("Connection: ring region too small");
     c.side_ = r.read_varint() == 0 ? 0 : 1;
-    c.ring_head_ = r.read_varint();
+    c.ring_head_ = static_cast<std::uint32_t>(r.read_varint());
     c.ring_seq_ = static_cast<std::uint32_t>(r.read_varint());
     c.ring_off_ = (flags & kRingOff) != 0;
     c.ring_pending_ = (flags & kRingPending) != 0;

@@ -97,9 +97,12 @@ inline constexpr std::chrono::milliseconds default_handshake_timeout{10'000};
 ///
 /// Thread safety: not thread-safe, like Python's. One thread may send while another
 /// receives; anything else needs a lock. Process safety: a fork child inherits the object
-/// (and the descriptor, which is close-on-exec). Several processes may send on one end:
-/// messages of up to a few KiB never interleave (take a lock around larger ones, as Python
-/// needs too). Only one process receives from an end: a receive may take several messages
+/// (and the descriptor, which is close-on-exec). Several processes may send on one end
+/// (duplicate() it for each Process): on a Pipe() end every send holds a process-shared lock,
+/// so messages of any size never interleave (a sender killed in the middle of a large message
+/// leaves that direction unusable: later sends throw EPIPE); on other connections a message
+/// of up to a few KiB is one system call and does not interleave (lock around larger ones, as
+/// Python needs too). Only one process receives from an end: a receive may take several messages
 /// into this process's buffer, where no other process sees them. When several processes
 /// take turns receiving from one end (under a lock, as Python's SimpleQueue does), call
 /// set_read_ahead(false) on it before any message is sent to it, or use mp::Queue.
@@ -311,7 +314,7 @@ class Connection {
   // writes ring side_ and reads ring 1 - side_).
   std::shared_ptr<detail::SharedRegion> ring_;
   int side_ = 0;
-  std::uint64_t ring_head_ = 0;   // this receiver's position in the incoming ring
+  std::uint32_t ring_head_ = 0;   // this receiver's position in the incoming ring (mod 2^32)
   bool ring_pending_ = false;     // ring_head_ moved past a message not yet released to writers
   std::uint32_t ring_seq_ = 0;    // sequence number of the next message to deliver
   bool ring_off_ = false;         // read-ahead off: the incoming direction uses the socket only

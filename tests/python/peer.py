@@ -1,18 +1,22 @@
 """peer.py: the Python side of tests/test_connection.cpp's interop cases (Python:
-multiprocessing.connection). It prints its address (listener modes) or status lines on stdout,
-one per line, flushed, and exits 0 unless something unexpected happened.
+multiprocessing.connection). It prints its address (listener modes) and one status line per
+connection on stdout, flushed, and exits 0 unless something unexpected happened.
 
-  peer.py listener ADDRESS KEY          Python Listener (native handshake) echoing to our Client
-  peer.py client ADDRESS KEY            Python Client (native handshake) talking to our Listener
-  peer.py modern-listener ADDRESS KEY DIGEST
-  peer.py modern-client ADDRESS KEY     as above, but the connection is opened with
+  peer.py listener ADDRESS KEY N        a Python Listener (native handshake) serving N
+                                        connections from our Client in turn
+  peer.py client ADDRESS KEYS           a Python Client (native handshake) connecting to our
+                                        Listener once per comma-separated key
+  peer.py modern-listener ADDRESS KEY DIGESTS
+  peer.py modern-client ADDRESS KEYS    as above, but each connection is opened with
                                         authkey=None and the Python 3.12+ handshake
                                         ({digest}-prefixed challenge, HMAC over the whole
-                                        message) is performed here by hand.
+                                        message) is performed here by hand; the listener uses
+                                        the comma-separated DIGESTS, one per connection.
 
-KEY '-' means no authkey. ADDRESS is "host:port" or a Unix socket path (containing '/').
-Protocol after the handshake: the client side sends messages and the listener side answers each
-with a prefix ("py:" from Python); b"bye" ends the exchange.
+A key '-' means no authkey. ADDRESS is "host:port" or a Unix socket path (containing '/').
+Per connection: "AUTH_OK" or "AUTH_FAIL <exception>"; after AUTH_OK the client side sends
+messages and the listener side answers each with a prefix ("py:" from Python), b"bye" ends
+the exchange, and the side that is Python prints "OK ...".
 """
 import hmac
 import os
@@ -113,36 +117,42 @@ def talk(conn, prefix):
 
 
 def main():
-    mode, address, key = sys.argv[1], parse_address(sys.argv[2]), parse_key(sys.argv[3])
+    mode, address = sys.argv[1], parse_address(sys.argv[2])
     if mode in ("listener", "modern-listener"):
-        native_key = key if mode == "listener" else None
+        key = parse_key(sys.argv[3])
+        if mode == "listener":
+            native_key, digests = key, [None] * int(sys.argv[4])
+        else:
+            native_key, digests = None, sys.argv[4].split(",")
         with Listener(address, authkey=native_key) as listener:
             say(format_address(listener.address))
+            for digest in digests:
+                try:
+                    conn = listener.accept()
+                    if digest is not None:
+                        deliver_by_hand(conn, key, digest)
+                        answer_by_hand(conn, key)
+                except (AuthenticationError, EOFError, ConnectionError) as e:
+                    say("AUTH_FAIL", type(e).__name__)
+                    continue
+                say("AUTH_OK")
+                serve(conn)
+                conn.close()
+    elif mode in ("client", "modern-client"):
+        for key in map(parse_key, sys.argv[3].split(",")):
             try:
-                conn = listener.accept()
-                if mode == "modern-listener":
-                    deliver_by_hand(conn, key, sys.argv[4])
+                if mode == "client":
+                    conn = Client(address, authkey=key)
+                else:
+                    conn = Client(address, authkey=None)
                     answer_by_hand(conn, key)
+                    deliver_by_hand(conn, key, "sha256")
             except (AuthenticationError, EOFError, ConnectionError) as e:
                 say("AUTH_FAIL", type(e).__name__)
-                return
+                continue
             say("AUTH_OK")
-            serve(conn)
+            talk(conn, b"cpp:")
             conn.close()
-    elif mode in ("client", "modern-client"):
-        try:
-            if mode == "client":
-                conn = Client(address, authkey=key)
-            else:
-                conn = Client(address, authkey=None)
-                answer_by_hand(conn, key)
-                deliver_by_hand(conn, key, "sha256")
-        except (AuthenticationError, EOFError, ConnectionError) as e:
-            say("AUTH_FAIL", type(e).__name__)
-            return
-        say("AUTH_OK")
-        talk(conn, b"cpp:")
-        conn.close()
     else:
         sys.exit("unknown mode " + mode)
 
