@@ -2,10 +2,9 @@
 // JoinableQueue, SimpleQueue): producers and consumers in separate processes.
 #include <chrono>
 #include <iostream>
+#include <multiprocessing.hpp>
 #include <string>
 #include <vector>
-
-#include <multiprocessing.hpp>
 namespace mp = multiprocessing;
 using namespace std::chrono_literals;
 

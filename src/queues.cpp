@@ -1,8 +1,17 @@
 // queues.cpp: ByteQueue, the shared-memory ring behind Queue, SimpleQueue and JoinableQueue
 // (Python: multiprocessing/queues.py). The overview is in detail/ring.hpp.
 //
-// Layout of the data area. Records are [u64 length][bytes, padded to 8]; a jump marker is
-// [u64 kJump][u64 target offset] and says "the next record is at target". The live records
+// Layout of the data area. Records are 8-byte aligned; their first u32 says what they are:
+//   [len < 2^30] bytes                              a plain record
+//   [0x40000000 | id << 24 | len < 2^24] bytes      a record whose first kPrefixLen bytes are
+//                                                   prefix-table entry `id` (not stored)
+//   [0x80000000][0][u64 len] bytes                  a long record
+//   [0xC0000000][0][u64 target]                     a jump marker: the next record is at target
+// The prefix table is a small dictionary in the header: a small item's message starts with the
+// codec's version byte and type tag, identical for every item of a queue, so a queue of ints
+// stores 8 bytes per item instead of 24. Entries are written under the producer mutex, never
+// change once published, and are published before the tail that commits the first record
+// using them. The compression is lossless whatever the bytes are. The live records
 // form a chain of at most kMaxSegments contiguous segments, from the head to the tail. The
 // producer side keeps that segment table (derived state, rebuilt by walking the chain when a
 // producer dies) and places each record:
@@ -59,8 +68,13 @@ namespace {
 
 constexpr size_t kLine = 128;  // two cache lines: x86's adjacent-line prefetcher pairs them
 constexpr uint64_t kMagic = 0x3165756575517063ULL;  // "cpQueue1"
-constexpr uint64_t kJump = ~uint64_t{0};
-constexpr uint64_t kMarker = 16;
+constexpr uint32_t kKindMask = 0xC0000000u;
+constexpr uint32_t kPlain = 0x00000000u, kPrefixed = 0x40000000u, kLong = 0x80000000u,
+                   kJump = 0xC0000000u;
+constexpr uint64_t kMarker = 16;  // a jump marker's size
+constexpr uint32_t kPrefixes = 64;
+constexpr size_t kPrefixLen = 9;      // the codec's message header: version byte + type tag
+constexpr size_t kMaxPrefixed = 256;  // larger items gain little from it
 constexpr uint32_t kMaxSegments = 8;
 constexpr uint64_t kPage = 4096;
 constexpr uint64_t kDataOffset = 4096;
@@ -69,8 +83,11 @@ constexpr uint64_t kPunchSlack = uint64_t{1} << 20;
 constexpr uint64_t kDrainPunchAbove = uint64_t{4} << 20;
 // The start of the data area is never given back: steady small traffic wraps within it.
 constexpr uint64_t kKeep = 2 * kInitialLap;
-// Memory is given back at most this often: a stream whose consumer drains the queue between
-// bursts would otherwise punch its working set and fault it back in on every burst.
+// Memory is given back only by a consumer that has waited on the empty queue this long (a
+// stream whose consumer catches up now and then keeps its working set: punching it would
+// make every page fault back in, which on a busy machine costs more than the copy), and at
+// most once per kPunchIntervalNs.
+constexpr uint64_t kIdleBeforePunchNs = 10000000;
 constexpr uint64_t kPunchIntervalNs = 1000000000;
 constexpr uint64_t kMaxReserve = (uint64_t{1} << 35) - kPage;
 constexpr uint32_t kCountLimit = uint32_t{1} << 31;
@@ -94,7 +111,9 @@ constexpr auto kLockSlice = std::chrono::milliseconds(50);
 // of unbounded queues never pay for waking producers).
 constexpr auto kReservePoll = std::chrono::milliseconds(1);
 
-inline uint64_t pack(uint64_t off, uint32_t count) noexcept { return uint64_t{count} << 32 | (off >> 3); }
+inline uint64_t pack(uint64_t off, uint32_t count) noexcept {
+  return uint64_t{count} << 32 | (off >> 3);
+}
 inline uint64_t off_of(uint64_t w) noexcept { return (w & 0xffffffffu) << 3; }
 inline uint32_t count_of(uint64_t w) noexcept { return static_cast<uint32_t>(w >> 32); }
 inline uint64_t round8(uint64_t n) noexcept { return (n + 7) & ~uint64_t{7}; }
@@ -171,6 +190,10 @@ struct alignas(kLine) RingHeader {
   std::atomic<uint64_t> drain_punched_hwm;  // hwm left by the last drain punch
   std::atomic<uint64_t> last_punch_ns;      // when memory was last given back (now_ns)
 
+  // The prefix table (see the file comment): entries [0, nprefix) are published.
+  alignas(kLine) std::atomic<uint32_t> nprefix;
+  char prefix[kPrefixes][16];
+
   // JoinableQueue: task_done() calls mod 2^32; unfinished = put count - done.
   alignas(kLine) std::atomic<uint32_t> done;
   std::atomic<uint32_t> join_seq;
@@ -217,7 +240,8 @@ struct ByteQueue::Impl {
       if (!dl.is_never()) {
         auto left = *dl.remaining();
         if (left <= Deadline::clock::duration::zero()) return Got::no;
-        slice = std::min(slice, std::chrono::duration_cast<std::chrono::nanoseconds>(left) + std::chrono::nanoseconds(1));
+        slice = std::min(slice, std::chrono::duration_cast<std::chrono::nanoseconds>(left) +
+                                    std::chrono::nanoseconds(1));
       }
       timespec ts;
       ::clock_gettime(CLOCK_REALTIME, &ts);
@@ -227,11 +251,14 @@ struct ByteQueue::Impl {
       e = ::pthread_mutex_timedlock(m, &ts);
     }
     switch (e) {
-      case 0: return Got::yes;
-      case EOWNERDEAD: return Got::owner_died;
+      case 0:
+        return Got::yes;
+      case EOWNERDEAD:
+        return Got::owner_died;
       case ENOTRECOVERABLE:
         throw ProcessError("Queue: its lock is unrecoverable (the queue was found corrupt)");
-      default: sys::throw_errno(e, "pthread_mutex_lock", "queue");
+      default:
+        sys::throw_errno(e, "pthread_mutex_lock", "queue");
     }
   }
 
@@ -271,12 +298,93 @@ struct ByteQueue::Impl {
     std::memcpy(&v, q.data_ + off, sizeof v);
     return v;
   }
+  static uint32_t load_u32(const ByteQueue& q, uint64_t off) noexcept {
+    uint32_t v;
+    std::memcpy(&v, q.data_ + off, sizeof v);
+    return v;
+  }
   static void store_u64(ByteQueue& q, uint64_t off, uint64_t v) noexcept {
+    std::memcpy(q.data_ + off, &v, sizeof v);
+  }
+  static void store_u32(ByteQueue& q, uint64_t off, uint32_t v) noexcept {
     std::memcpy(q.data_ + off, &v, sizeof v);
   }
 
   [[noreturn]] static void corrupt(const char* what) {
     throw ProcessError(std::string("Queue: shared state is corrupt (") + what + ")");
+  }
+
+  /// How a record of an item is stored.
+  struct Layout {
+    uint32_t word;    // the record's first u32
+    uint64_t skip;    // bytes of the item not stored (a table prefix)
+    uint64_t header;  // bytes before the stored item
+    uint64_t size;    // bytes the record occupies
+  };
+
+  static Layout layout(uint64_t len, int prefix) noexcept {
+    if (prefix >= 0) {
+      uint64_t stored = len - kPrefixLen;
+      return {kPrefixed | static_cast<uint32_t>(prefix) << 24 | static_cast<uint32_t>(stored),
+              kPrefixLen, 4, round8(4 + stored)};
+    }
+    if (len < (uint64_t{1} << 30))
+      return {kPlain | static_cast<uint32_t>(len), 0, 4, round8(4 + len)};
+    return {kLong, 0, 16, 16 + round8(len)};
+  }
+
+  /// The table entry holding the first kPrefixLen bytes of `item`, adding one when there is
+  /// room; -1 when the item is not worth it or the table is full. Producer mutex held.
+  static int prefix_of(ByteQueue& q, std::string_view item) noexcept {
+    if (item.size() < kPrefixLen || item.size() > kMaxPrefixed) return -1;
+    RingHeader& H = *q.h_;
+    uint32_t n = H.nprefix.load(std::memory_order_relaxed);
+    uint32_t hint = q.prefix_hint_;
+    if (hint < n && std::memcmp(H.prefix[hint], item.data(), kPrefixLen) == 0)
+      return static_cast<int>(hint);
+    for (uint32_t i = 0; i < n; ++i)
+      if (std::memcmp(H.prefix[i], item.data(), kPrefixLen) == 0)
+        return static_cast<int>(q.prefix_hint_ = i);
+    if (n == kPrefixes) return -1;
+    std::memcpy(H.prefix[n], item.data(), kPrefixLen);
+    H.nprefix.store(n + 1, std::memory_order_release);
+    return static_cast<int>(q.prefix_hint_ = n);
+  }
+
+  /// A record as found at `pos`: where its stored bytes are, how many, which prefix.
+  struct Found {
+    uint64_t data;    // offset of the stored bytes
+    uint64_t stored;  // their count
+    int prefix;       // table entry, or -1
+    uint64_t end;     // offset just after the record
+  };
+
+  /// Reads the record at pos (not a jump marker); corrupt() unless it lies within the area.
+  static Found read_record(const ByteQueue& q, uint64_t pos, uint32_t word) {
+    const RingHeader& H = *q.h_;
+    Found f{pos + 4, 0, -1, 0};
+    switch (word & kKindMask) {
+      case kPlain:
+        f.stored = word;
+        break;
+      case kPrefixed:
+        f.stored = word & 0xFFFFFFu;
+        f.prefix = static_cast<int>((word >> 24) & 0x3Fu);
+        if (static_cast<uint32_t>(f.prefix) >= H.nprefix.load(std::memory_order_acquire) ||
+            f.stored + kPrefixLen > kMaxPrefixed)
+          corrupt("record prefix");
+        break;
+      case kLong:
+        f.data = pos + 16;
+        f.stored = load_u64(q, pos + 8);
+        if (f.stored > H.capacity) corrupt("record length");
+        break;
+      default:
+        corrupt("record kind");
+    }
+    f.end = round8(f.data + f.stored);
+    if (f.end + kMarker > H.capacity) corrupt("record length");
+    return f;
   }
 
   // ---- producer side ---------------------------------------------------------------------
@@ -314,8 +422,8 @@ struct ByteQueue::Impl {
     bool after_jump = false;
     while (left > 0) {
       if (pos % 8 != 0 || pos + kMarker > H.capacity) corrupt("record offset");
-      uint64_t len = load_u64(q, pos);
-      if (len == kJump) {
+      uint32_t word = load_u32(q, pos);
+      if ((word & kKindMask) == kJump) {
         uint64_t target = load_u64(q, pos + 8);
         if (after_jump || H.nseg == kMaxSegments || target % 8 != 0 || target >= H.capacity)
           corrupt("jump marker");
@@ -325,8 +433,7 @@ struct ByteQueue::Impl {
         after_jump = true;
         continue;
       }
-      if (len > H.capacity || pos + 8 + round8(len) + kMarker > H.capacity) corrupt("record length");
-      pos += 8 + round8(len);
+      pos = read_record(q, pos, word).end;
       after_jump = false;
       --left;
     }
@@ -338,7 +445,8 @@ struct ByteQueue::Impl {
   static void repair_producer(ByteQueue& q) {
     RingHeader& H = *q.h_;
     rebuild_producer(q, H.tail.load(std::memory_order_acquire));
-    if (H.lap < std::min(kInitialLap, H.capacity) || H.lap > H.capacity) H.lap = std::min(kInitialLap, H.capacity);
+    if (H.lap < std::min(kInitialLap, H.capacity) || H.lap > H.capacity)
+      H.lap = std::min(kInitialLap, H.capacity);
     if (H.pspin_ns > kMaxSpinNs) H.pspin_ns = kMinSpinNs;
     // The dead producer may have touched pages anywhere in a free gap.
     H.hwm.store(H.capacity, std::memory_order_relaxed);
@@ -470,16 +578,15 @@ struct ByteQueue::Impl {
   }
 
   /// Waits until ready() holds or the deadline passes (false). Spins first, polling at most
-  /// once per kPollGapNs (see there), for up to *budget ns; then calls idle() and sleeps on
-  /// the futex word
+  /// once per kPollGapNs (see there), for up to *budget ns; then sleeps on the futex word
   /// `seq`, with `flag` raised so that the other side knows to wake it (flag null: nobody
   /// wakes, poll every `cap`). The budget adapts: a wait that ended within kMaxSpinNs, however
   /// it ended, would have been cheaper spun, so the budget grows to twice its length; a longer
-  /// one halves it.
+  /// one halves it. Once the wait has lasted idle_after_ns, idle() runs (once).
   template <class Ready, class Idle>
   static bool await(uint32_t& budget, uint64_t& last_poll, Ready ready, Idle idle,
-                    std::atomic<uint32_t>* flag, std::atomic<uint32_t>* seq, const Deadline& dl,
-                    std::chrono::nanoseconds cap) {
+                    uint64_t idle_after_ns, std::atomic<uint32_t>* flag, std::atomic<uint32_t>* seq,
+                    const Deadline& dl, std::chrono::nanoseconds cap) {
     if (dl.expired()) return false;
     const uint64_t t0 = now_ns();
     auto adapt = [&] {
@@ -497,14 +604,26 @@ struct ByteQueue::Impl {
       if (last_poll - t0 > budget) break;
       if (dl.expired()) return false;
     }
+    bool idled = false;
     for (;;) {
-      idle();  // about to sleep: a chance for housekeeping
+      // Housekeeping once the wait has lasted idle_after_ns; the sleep before is cut short so
+      // that it happens on time.
+      std::chrono::nanoseconds sleep_cap = cap;
+      if (!idled) {
+        uint64_t waited = now_ns() - t0;
+        if (waited >= idle_after_ns) {
+          idle();
+          idled = true;
+        } else {
+          sleep_cap = std::min(cap, std::chrono::nanoseconds(idle_after_ns - waited));
+        }
+      }
       uint32_t s = seq->load(std::memory_order_acquire);
       // With the flag raised before ready() is re-read (both seq_cst), this pairs with the
       // waker's seq_cst commit store and flag load (store-buffering): either it sees the flag
       // and wakes us, or we see its commit here.
       if (flag) flag->store(1, std::memory_order_seq_cst);
-      bool more = ready() || futex::wait(seq, s, dl, cap);
+      bool more = ready() || futex::wait(seq, s, dl, sleep_cap);
       if (flag) flag->store(0, std::memory_order_relaxed);
       if (ready()) {
         adapt();
@@ -526,7 +645,7 @@ struct ByteQueue::Impl {
     const bool woken = H.maxsize != 0;
     return await(
         H.pspin_ns, H.plast_poll, [&] { return H.head.load(std::memory_order_seq_cst) != hw0; },
-        [] {}, woken ? &H.producer_waiting : nullptr, &H.not_full_seq, dl,
+        [] {}, ~uint64_t{0}, woken ? &H.producer_waiting : nullptr, &H.not_full_seq, dl,
         woken ? std::chrono::nanoseconds(kSleepCap) : std::chrono::nanoseconds(kReservePoll));
   }
 
@@ -549,13 +668,13 @@ struct ByteQueue::Impl {
           H.cached_tail = H.tail.load(std::memory_order_seq_cst);
           return count_of(H.cached_tail) != count_of(hw);
         },
-        [&] { give_back_memory(q, hw); }, &H.consumer_waiting, &H.not_empty_seq, dl, kSleepCap);
+        [&] { give_back_memory(q, hw); }, kIdleBeforePunchNs, &H.consumer_waiting, &H.not_empty_seq,
+        dl, kSleepCap);
   }
 
-  /// With the consumer mutex held and the queue found empty (head word hw): when a past burst
-  /// left more than kDrainPunchAbove bytes touched, gives that memory back (at most once per
-  /// kPunchIntervalNs; called when a get drains the queue and when a consumer is about to
-  /// sleep on it, so a queue whose consumer waits returns its memory within about a second).
+  /// With the consumer mutex held and the queue found empty (head word hw) for a while: when
+  /// a past burst left more than kDrainPunchAbove bytes touched, gives that memory back (at
+  /// most once per kPunchIntervalNs).
   static void give_back_memory(ByteQueue& q, uint64_t hw) {
     RingHeader& H = *q.h_;
     uint64_t hwm = H.hwm.load(std::memory_order_relaxed);
@@ -636,7 +755,9 @@ std::shared_ptr<ByteQueue> ByteQueue::create(int64_t maxsize, uint32_t flags, ui
   auto* H = new (region->data()) RingHeader();
   H->magic = kMagic;
   H->capacity = reserve;
-  H->maxsize = maxsize <= 0 || maxsize >= static_cast<int64_t>(kCountLimit) ? 0 : static_cast<uint64_t>(maxsize);
+  H->maxsize = maxsize <= 0 || maxsize >= static_cast<int64_t>(kCountLimit)
+                   ? 0
+                   : static_cast<uint64_t>(maxsize);
   H->flags = flags;
   Impl::init_mutex(&H->pmutex);
   Impl::init_mutex(&H->cmutex);
@@ -655,14 +776,16 @@ std::shared_ptr<ByteQueue> ByteQueue::create(int64_t maxsize, uint32_t flags, ui
 std::shared_ptr<ByteQueue> ByteQueue::attach(UniqueFd fd) {
   auto region = SharedRegion::attach(std::move(fd));
   auto* H = static_cast<RingHeader*>(region->data());
-  if (region->size() < kDataOffset || H->magic != kMagic || H->capacity + kDataOffset != region->size() ||
-      H->capacity % kPage != 0 || H->capacity > kMaxReserve || H->maxsize >= kCountLimit ||
-      H->nseg == 0 || H->nseg > kMaxSegments)
+  if (region->size() < kDataOffset || H->magic != kMagic ||
+      H->capacity + kDataOffset != region->size() || H->capacity % kPage != 0 ||
+      H->capacity > kMaxReserve || H->maxsize >= kCountLimit || H->nseg == 0 ||
+      H->nseg > kMaxSegments)
     throw ValueError("Queue: the descriptor does not hold a queue");
   return std::shared_ptr<ByteQueue>(new ByteQueue(std::move(region)));
 }
 
-bool ByteQueue::put(std::string_view bytes, const Deadline& deadline, const Deadline& lock_deadline) {
+bool ByteQueue::put(std::string_view bytes, const Deadline& deadline,
+                    const Deadline& lock_deadline) {
   if (closed()) throw ValueError("Queue is closed");
   RingHeader& H = *h_;
   if (bytes.size() > max_item_size(H.capacity))
@@ -672,10 +795,12 @@ bool ByteQueue::put(std::string_view bytes, const Deadline& deadline, const Dead
   // A non-blocking put on a full queue answers at once instead of queueing for the lock
   // behind a producer that sleeps on the full queue.
   if (H.maxsize != 0 && deadline.expired() && qsize() >= H.maxsize) return false;
-  const uint64_t need = 8 + round8(bytes.size());
   {
     Impl::Guard g(&H.pmutex);
-    if (!g.acquire(later(deadline, lock_deadline), [&] { Impl::repair_producer(*this); })) return false;
+    if (!g.acquire(later(deadline, lock_deadline), [&] { Impl::repair_producer(*this); }))
+      return false;
+    const Impl::Layout rec = Impl::layout(bytes.size(), Impl::prefix_of(*this, bytes));
+    const uint64_t need = rec.size;
     for (;;) {
       uint64_t tw = H.tail.load(std::memory_order_relaxed);
       if (H.maxsize != 0 && count_of(tw) - count_of(H.cached_head) >= H.maxsize) {
@@ -694,10 +819,11 @@ bool ByteQueue::put(std::string_view bytes, const Deadline& deadline, const Dead
           continue;
         }
       }
-      Impl::store_u64(*this, x, bytes.size());
-      std::memcpy(data_ + x + 8, bytes.data(), bytes.size());
+      Impl::store_u32(*this, x, rec.word);
+      if (rec.header == 16) Impl::store_u64(*this, x + 8, bytes.size());
+      std::memcpy(data_ + x + rec.header, bytes.data() + rec.skip, bytes.size() - rec.skip);
       if (x != t) {
-        Impl::store_u64(*this, t, kJump);
+        Impl::store_u32(*this, t, kJump);
         Impl::store_u64(*this, t + 8, x);
       }
       uint64_t end = x + need;
@@ -725,22 +851,33 @@ bool ByteQueue::get(Sink sink, void* ctx, const Deadline& deadline, const Deadli
   // behind a consumer that sleeps on the empty queue.
   if (deadline.expired() && empty()) return false;
   Impl::Guard g(&H.cmutex);
-  if (!g.acquire(later(deadline, lock_deadline), [&] { Impl::repair_consumer(*this); })) return false;
+  if (!g.acquire(later(deadline, lock_deadline), [&] { Impl::repair_consumer(*this); }))
+    return false;
   uint64_t hw = H.head.load(std::memory_order_relaxed);
   if (count_of(H.cached_tail) == count_of(hw)) {
     Impl::pace(H.clast_poll);
     H.cached_tail = H.tail.load(std::memory_order_acquire);
-    if (count_of(H.cached_tail) == count_of(hw) && !Impl::wait_not_empty(*this, hw, deadline)) return false;
+    if (count_of(H.cached_tail) == count_of(hw) && !Impl::wait_not_empty(*this, hw, deadline))
+      return false;
   }
   uint64_t pos = off_of(hw);
-  uint64_t len = Impl::load_u64(*this, pos);
-  if (len == kJump) {
+  uint32_t word = Impl::load_u32(*this, pos);
+  if ((word & kKindMask) == kJump) {
     pos = Impl::load_u64(*this, pos + 8);
-    if (pos % 8 != 0 || pos + 8 > H.capacity) Impl::corrupt("jump marker");
-    len = Impl::load_u64(*this, pos);
+    if (pos % 8 != 0 || pos + kMarker > H.capacity) Impl::corrupt("jump marker");
+    word = Impl::load_u32(*this, pos);
+    if ((word & kKindMask) == kJump) Impl::corrupt("jump marker");
   }
-  if (len > H.capacity || pos + 8 + round8(len) > H.capacity) Impl::corrupt("record length");
-  const uint64_t next = pack(pos + 8 + round8(len), count_of(hw) + 1);
+  const Impl::Found rec = Impl::read_record(*this, pos, word);
+  const uint64_t next = pack(rec.end, count_of(hw) + 1);
+  // A prefixed record is put back together on the stack (it is small by construction).
+  char joined[kMaxPrefixed];
+  std::string_view bytes(data_ + rec.data, rec.stored);
+  if (rec.prefix >= 0) {
+    std::memcpy(joined, H.prefix[rec.prefix], kPrefixLen);
+    std::memcpy(joined + kPrefixLen, data_ + rec.data, rec.stored);
+    bytes = std::string_view(joined, kPrefixLen + rec.stored);
+  }
   auto commit = [&] {
     // The commit point of the get. With bounded producers it pairs (store-buffering) with
     // wait_head_moved's flag store and head load.
@@ -754,10 +891,9 @@ bool ByteQueue::get(Sink sink, void* ctx, const Deadline& deadline, const Deadli
     } else {
       H.head.store(next, std::memory_order_release);
     }
-    if (count_of(next) == count_of(H.cached_tail)) Impl::give_back_memory(*this, next);
   };
   try {
-    sink(ctx, std::string_view(data_ + pos + 8, len));
+    sink(ctx, bytes);
   } catch (...) {
     commit();
     if (H.flags & kJoinable) Impl::mark_done(H);
@@ -780,7 +916,8 @@ uint64_t ByteQueue::reserve() const noexcept { return h_->capacity; }
 bool ByteQueue::joinable() const noexcept { return (h_->flags & kJoinable) != 0; }
 
 void ByteQueue::task_done() {
-  if (!(h_->flags & kJoinable)) throw std::logic_error("task_done() on a queue that is not joinable");
+  if (!(h_->flags & kJoinable))
+    throw std::logic_error("task_done() on a queue that is not joinable");
   if (!Impl::mark_done(*h_)) throw ValueError("task_done() called too many times");
 }
 

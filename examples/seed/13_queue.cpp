@@ -6,7 +6,6 @@
 // Joining before reading is safe here, as in Python for such a small item; unlike Python's
 // Queue it stays safe for any amount of data: put() has finished writing when it returns.
 #include <iostream>
-
 #include <multiprocessing.hpp>
 namespace mp = multiprocessing;
 

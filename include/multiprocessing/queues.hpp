@@ -16,7 +16,8 @@
 //   descriptor. Handles are cheap to copy; all copies refer to the same queue.
 // - Unbounded queues (the default) never block a put: each queue reserves 16 GiB of address
 //   space (not memory: pages are used only as bytes are queued; after a burst of more than
-//   4 MiB drains, the pages are given back, at most once a second). Only when gigabytes are
+//   4 MiB, a consumer that waits on the drained queue for 10 ms gives the pages back, at most
+//   once a second; a busy stream keeps its working set). Only when gigabytes are
 //   queued at once (most of the reserve is usable) does put() wait for consumers, as a
 //   bounded queue does. One item may be at most 8 GiB.
 // - Speed: a put or a get of a small item is a few tens of nanoseconds and no system call
@@ -123,13 +124,17 @@ class Queue : public detail::TypedQueue<T> {
   explicit Queue(std::int64_t maxsize = 0) : Base(detail::ByteQueue::create(maxsize)) {}
 
   /// Internal: a typed handle on an existing byte queue (see byte_queue()).
-  static Queue from_byte_queue(std::shared_ptr<detail::ByteQueue> q) { return Queue(std::move(q), 0); }
+  static Queue from_byte_queue(std::shared_ptr<detail::ByteQueue> q) {
+    return Queue(std::move(q), 0);
+  }
 
   /// Appends item. Blocks while a bounded queue is full; never blocks an unbounded one (see the
   /// file comment for the one exception). Throws what reduction::dumps throws for an item that
   /// cannot be encoded (nothing is queued then), mp::ValueError after close() or for an item
   /// larger than 8 GiB.
-  void put(const T& item) { this->put_impl(item, detail::Deadline::never(), detail::Deadline::never()); }
+  void put(const T& item) {
+    this->put_impl(item, detail::Deadline::never(), detail::Deadline::never());
+  }
   void put(T&& item) { put(std::as_const(item)); }
 
   /// put() that gives up after `timeout`: false when there was no room in time (Python's
@@ -154,7 +159,9 @@ class Queue : public detail::TypedQueue<T> {
   /// mp::DecodeError when the item cannot be read as T; that item is removed all the same (a
   /// record nobody can decode must not block the queue), the queue stays consistent and the
   /// next get() returns the next item. Throws mp::ValueError after close().
-  T get() { return std::move(*this->get_impl(detail::Deadline::never(), detail::Deadline::never())); }
+  T get() {
+    return std::move(*this->get_impl(detail::Deadline::never(), detail::Deadline::never()));
+  }
 
   /// get() that gives up after `timeout`: std::nullopt when no item came in time (Python's
   /// get(timeout=t), which raises queue.Empty instead). Throws like get().
@@ -252,10 +259,14 @@ class SimpleQueue : public detail::TypedQueue<T> {
   SimpleQueue() : Base(detail::ByteQueue::create(0)) {}
 
   /// Appends item; never blocks (see Queue::put). Throws like Queue::put.
-  void put(const T& item) { this->put_impl(item, detail::Deadline::never(), detail::Deadline::never()); }
+  void put(const T& item) {
+    this->put_impl(item, detail::Deadline::never(), detail::Deadline::never());
+  }
   void put(T&& item) { put(std::as_const(item)); }
   /// Removes and returns the oldest item; blocks until there is one. Throws like Queue::get.
-  T get() { return std::move(*this->get_impl(detail::Deadline::never(), detail::Deadline::never())); }
+  T get() {
+    return std::move(*this->get_impl(detail::Deadline::never(), detail::Deadline::never()));
+  }
   /// get() that gives up after `timeout` (std::nullopt).
   template <class Rep, class Period>
   std::optional<T> get_for(std::chrono::duration<Rep, Period> timeout) {
@@ -272,7 +283,9 @@ class SimpleQueue : public detail::TypedQueue<T> {
 
   /// Serialization hooks, as Queue's.
   void mp_reduce(detail::Writer& w) const { this->reduce_into(w); }
-  static SimpleQueue mp_rebuild(detail::Reader& r) { return SimpleQueue(Base::rebuild_from(r, false)); }
+  static SimpleQueue mp_rebuild(detail::Reader& r) {
+    return SimpleQueue(Base::rebuild_from(r, false));
+  }
 
  private:
   explicit SimpleQueue(std::shared_ptr<detail::ByteQueue> q) noexcept : Base(std::move(q)) {}

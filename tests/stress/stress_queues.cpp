@@ -13,15 +13,14 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <multiprocessing/queues.hpp>
+#include <multiprocessing/sharedctypes.hpp>
 #include <optional>
 #include <random>
 #include <string>
 #include <thread>
 #include <tuple>
 #include <vector>
-
-#include <multiprocessing/queues.hpp>
-#include <multiprocessing/sharedctypes.hpp>
 
 #include "support/mp_test.hpp"
 
@@ -61,8 +60,8 @@ void produce(int p, std::uint64_t seed, bool big, mp::Queue<Item> q, mp::Array<s
 /// Gets until an end marker; counts every item in seen[p * kPerProducer + i], checks that each
 /// producer's items come in order (violations counted in bad[0]); marks tasks done when the
 /// queue is joinable.
-void consume(mp::Queue<Item> q, std::optional<mp::JoinableQueue<Item>> jq, mp::Array<std::uint8_t> seen,
-             mp::Array<int> bad) {
+void consume(mp::Queue<Item> q, std::optional<mp::JoinableQueue<Item>> jq,
+             mp::Array<std::uint8_t> seen, mp::Array<int> bad) {
   std::int64_t last[kProducers] = {-1, -1, -1};
   for (;;) {
     auto [p, i, pad] = q.get();

@@ -7,8 +7,9 @@
 // - One memfd SharedRegion per queue: a header page, then a data area of `reserve` bytes
 //   (16 GiB by default) mapped with MAP_NORESERVE. The file is sparse: only touched pages use
 //   memory, and the queue punches holes to give pages back after a burst.
-// - Records are [u64 length][bytes, padded to 8] placed in contiguous segments chained by
-//   16-byte jump markers; the producer side places each record by first fit with a soft lap
+// - Records are [u32 kind+length][bytes, padded to 8] (small items drop the codec's message
+//   header, kept once in a prefix table) placed in contiguous segments chained by 16-byte
+//   jump markers; the producer side places each record by first fit with a soft lap
 //   limit, so the touched memory follows the high-water mark of queued bytes.
 // - Producers serialize through a robust producer mutex, consumers through a robust consumer
 //   mutex: with one producer and one consumer each lock is uncontended and the ring behaves
@@ -117,6 +118,7 @@ class ByteQueue {
   RingHeader* h_;
   char* data_;
   std::atomic<bool> closed_{false};
+  uint32_t prefix_hint_ = 0;  // last prefix-table entry this process's producers matched
 };
 
 }  // namespace multiprocessing::detail
