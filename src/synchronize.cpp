@@ -71,16 +71,22 @@ void RobustMutex::init() {
 }
 
 bool RobustMutex::lock() {
-  int e = ::pthread_mutex_lock(&m_);
-  if (e == 0) return false;
-  if (e == EOWNERDEAD) {
-    // The holder died; the kernel handed the mutex to us. Mark it consistent at once so it
-    // can never become ENOTRECOVERABLE, and let the caller know.
-    ::pthread_mutex_consistent(&m_);
-    return true;
+  // Uncontended: one trylock. Contended: wait in bounded slices, never in an untimed
+  // pthread_mutex_lock. glibc's robust mutexes can lose a wake-up when a woken waiter is
+  // SIGKILLed before it takes the lock while a third thread takes it: the remaining waiters
+  // would sleep forever. Each slice re-checks the lock word.
+  switch (try_lock()) {
+    case LockStatus::acquired: return false;
+    case LockStatus::owner_died: return true;
+    default: break;
   }
-  if (e == EDEADLK) self_deadlock();
-  sys::throw_errno(e, "pthread_mutex_lock");
+  for (;;) {
+    switch (lock_until(Deadline::after(std::chrono::milliseconds(50)))) {
+      case LockStatus::acquired: return false;
+      case LockStatus::owner_died: return true;
+      default: break;
+    }
+  }
 }
 
 LockStatus RobustMutex::lock_until(const Deadline& deadline) {

@@ -29,14 +29,22 @@ std::set<std::string> list_dir(const char* path) {
 
 // Parent pid and state of a process from /proc/PID/stat; false when it does not exist.
 bool read_stat(pid_t pid, pid_t& ppid, char& state) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  // open/read, not an ifstream: the process may exit between the listing and the read, and
+  // libstdc++ turns that read error into an exception.
+  int fd = ::open(("/proc/" + std::to_string(pid) + "/stat").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char buf[1024];
+  ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return false;
+  std::string s(buf, static_cast<size_t>(n));
   auto close = s.rfind(')');
-  if (close == std::string::npos) return false;
+  if (close == std::string::npos || close + 2 >= s.size()) return false;
   std::istringstream rest(s.substr(close + 2));
   rest >> state >> ppid;
   return static_cast<bool>(rest);
 }
+
 }  // namespace
 
 std::vector<pid_t> children_of(pid_t parent) {
