@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "multiprocessing/detail/hooks.hpp"
 #include "spawn_internal.hpp"
 
 namespace multiprocessing {
@@ -38,6 +39,7 @@ void init(int argc, char** argv) {
     }
   }
   g_initialized.store(true);
+  detail::run_init_hooks(argc, argv);
 }
 
 bool initialized() noexcept { return g_initialized.load(); }

@@ -24,6 +24,7 @@
 #include <mutex>
 #include <sstream>
 
+#include "multiprocessing/detail/hooks.hpp"
 #include "process_internal.hpp"
 #include "spawn_internal.hpp"
 #include "sys.hpp"
@@ -197,6 +198,7 @@ void report_uncaught(const std::string& name) noexcept {
 }
 
 [[noreturn]] void exit_child(int code) noexcept {
+  run_child_exit_hooks();
   flush_child_output();
   ::_exit(code & 0xff);
 }
