@@ -40,7 +40,7 @@ void send_with_fds(int fd, const void* data, size_t n, const int* fds, size_t nf
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 5)];
   if (nfds > 0) {
     msg.msg_control = control;
     msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
@@ -106,9 +106,18 @@ std::shared_ptr<ChildRecord> launch_forkserver(const LaunchRequest& req) {
   {
     std::lock_guard g(g_client->m);
     if (!server_alive_locked()) start_server_locked();
-    char daemon = req.daemon ? 1 : 0;
-    int fds[2] = {boot_child.get(), status_server.get()};
-    send_with_fds(g_client->control.get(), &daemon, 1, fds, 2);
+    // The request: the daemon flag, which of this process's 0, 1, 2 follow (a closed one
+    // cannot travel), then the descriptors: boot channel, status channel, the standard ones.
+    // The child gets this process's current standard streams, as under fork and spawn.
+    char head[2] = {static_cast<char>(req.daemon ? 1 : 0), 0};
+    int fds[5] = {boot_child.get(), status_server.get(), -1, -1, -1};
+    size_t nfds = 2;
+    for (int i = 0; i < 3; ++i) {
+      if (::fcntl(i, F_GETFD) < 0) continue;
+      head[1] = static_cast<char>(head[1] | (1 << i));
+      fds[nfds++] = i;
+    }
+    send_with_fds(g_client->control.get(), head, 2, fds, nfds);
   }
   boot_child.reset();
   status_server.reset();
@@ -173,48 +182,63 @@ std::shared_ptr<ChildRecord> launch_forkserver(const LaunchRequest& req) {
       }
     }
     if (p[0].revents) {
-      char daemon = 0;
-      iovec iov{&daemon, 1};
+      char head[2] = {0, 0};
+      iovec iov{head, 2};
       msghdr msg{};
       msg.msg_iov = &iov;
       msg.msg_iovlen = 1;
-      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
+      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 8)];
       msg.msg_control = control;
       msg.msg_controllen = sizeof control;
-      ssize_t n = ::recvmsg(control_fd, &msg, MSG_CMSG_CLOEXEC);
+      ssize_t n = ::recvmsg(control_fd, &msg, MSG_CMSG_CLOEXEC | MSG_WAITALL);
       if (n < 0 && errno == EINTR) continue;
-      int fds[2] = {-1, -1};
+      int fds[5] = {-1, -1, -1, -1, -1};
       size_t k = 0;
       for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
           size_t cnt = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
           const int* q = reinterpret_cast<const int*>(CMSG_DATA(c));
           for (size_t i = 0; i < cnt; ++i) {
-            if (k < 2) fds[k++] = q[i];
+            if (k < 5) fds[k++] = q[i];
             else ::close(q[i]);
           }
         }
       }
       if (n <= 0) break;  // the parent is gone
-      if (k != 2) {
+      const bool daemon = head[0] != 0;
+      const int std_mask = head[1] & 7;
+      const size_t want = 2 + static_cast<size_t>(__builtin_popcount(static_cast<unsigned>(std_mask)));
+      if (n != 2 || k != want) {
         for (size_t i = 0; i < k; ++i) ::close(fds[i]);
         continue;
       }
       pid_t pid = ::fork();
       if (pid == 0) {
-        // The child keeps 0, 1, 2 and its boot channel, as a spawned child would.
+        // The child keeps 0, 1, 2 (the requester's) and its boot channel, as a spawned child
+        // would. Move everything received out of the way first: the server's own 0-3 may
+        // be closed, so a received descriptor can sit on one of those numbers.
         ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);
         ::signal(SIGINT, SIG_DFL);
-        int boot = ::fcntl(fds[0], F_DUPFD, 3);
-        if (boot != 3) {
-          if (::dup2(boot, 3) < 0) ::_exit(1);
+        for (size_t i = 0; i < k; ++i) {
+          int moved = ::fcntl(fds[i], F_DUPFD, 10);
+          if (moved < 0) ::_exit(1);
+          fds[i] = moved;
         }
+        size_t next = 2;
+        for (int i = 0; i < 3; ++i)
+          if (std_mask & (1 << i)) {
+            if (::dup2(fds[next++], i) < 0) ::_exit(1);
+          } else {
+            ::close(i);
+          }
+        if (::dup2(fds[0], 3) < 0) ::_exit(1);
         ::syscall(SYS_close_range, 4, ~0U, 0);
         if (daemon) {
           ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // the server dies with the user's process
         }
         run_boot(3);
       }
+      for (size_t i = 2; i < k; ++i) ::close(fds[i]);
       ::close(fds[0]);
       if (pid < 0) {
         ::close(fds[1]);
@@ -222,7 +246,7 @@ std::shared_ptr<ChildRecord> launch_forkserver(const LaunchRequest& req) {
       }
       std::int32_t p32 = pid;
       (void)!::send(fds[1], &p32, sizeof p32, MSG_NOSIGNAL);
-      kids[pid] = Kid{fds[1], daemon != 0};
+      kids[pid] = Kid{fds[1], daemon};
     }
   }
   for (auto& [pid, kid] : kids)

@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -111,6 +112,13 @@ bool poll_child(ChildRecord& rec) {
     } else {
       // The server died before it could tell: the status is lost.
       rec.exitcode = 255;
+    }
+    // Keep the sentinel readable from now on, under the same number (callers may hold it),
+    // as a pidfd stays readable: an eventfd holding 1, which nobody reads, replaces it.
+    int ready = ::eventfd(1, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (ready >= 0) {
+      ::dup3(ready, rec.status_fd.get(), O_CLOEXEC);
+      ::close(ready);
     }
     return true;
   }

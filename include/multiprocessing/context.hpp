@@ -61,8 +61,33 @@ class Context {
   StartMethod method_;
 };
 
+/// A context whose start method is known at compile time: `mp::get_context<mp::StartMethod::spawn>()`.
+/// Same members as Context, but under spawn and forkserver a target that cannot cross (a
+/// capturing lambda, a functor with state, an argument the codec cannot serialize) is refused
+/// when the program is compiled rather than when the Process starts. Converts to Context.
+template <StartMethod M>
+class StaticContext {
+ public:
+  static constexpr StartMethod method = M;
+  constexpr StaticContext() noexcept = default;
+  static constexpr StartMethod get_start_method() noexcept { return M; }
+  operator Context() const noexcept { return Context(M); }
+  /// ctx.Process(target, args...) or ctx.Process(ProcessOptions, target, args...).
+  template <class... A>
+  ::multiprocessing::Process Process(A&&... args) const;
+  template <class T, class... A>
+  ::multiprocessing::Queue<T> Queue(A&&... args) const;
+  ::multiprocessing::Pool Pool(int processes = 0) const;
+  ::multiprocessing::Pool Pool(PoolOptions options) const;
+};
+
 /// The context of a start method. Throws mp::ValueError for an unavailable method.
 Context get_context(StartMethod m);
+/// The context of a start method named at compile time (see StaticContext).
+template <StartMethod M>
+constexpr StaticContext<M> get_context() noexcept {
+  return {};
+}
 /// The context of the process-wide default method.
 Context get_context();
 

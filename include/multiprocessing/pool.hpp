@@ -14,6 +14,22 @@
 // a task fails exactly that chunk with mp::WorkerLostError naming the pid, the signal or exit
 // code and the task, and is replaced; a task that overruns PoolOptions::task_timeout gets its
 // worker killed and fails with mp::TimeoutError. No worker outlives the Pool.
+//
+// Interrupts (Ctrl-C): workers ignore SIGINT, so a Ctrl-C typed at a terminal (which signals
+// the whole foreground process group) never kills a worker mid-task; the parent alone
+// decides. While a thread of the parent blocks in a Pool call (map, get, wait, imap's next,
+// ...) and SIGINT has its default disposition, a SIGINT makes that call throw
+// mp::KeyboardInterrupt within ~20 ms and cancels the chunks of that job that no worker has
+// started; the Pool's destructor (or terminate()) then kills the workers. A SIGINT that
+// arrives while no Pool call blocks keeps its default effect (the process ends), and the
+// workers die with it (they are daemon processes with PR_SET_PDEATHSIG). A program that
+// installs its own SIGINT handler (or ignores SIGINT) keeps it: the pool then never
+// intercepts the signal.
+//
+// Progress: map/starmap/imap/imap_unordered take an mp::MapOptions with `.progress = true`
+// (a bar on stderr, drawn only when stderr is a terminal) and/or `.on_progress`, a callback
+// (done, total) called in the caller's thread as results arrive (the C++ counterpart of
+// wrapping imap in tqdm).
 #pragma once
 
 #include <chrono>
@@ -33,8 +49,11 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <unordered_map>
 #include <variant>
 #include <vector>
+
+#include <sys/types.h>
 
 #include "multiprocessing/context.hpp"
 #include "multiprocessing/errors.hpp"
@@ -58,6 +77,30 @@ struct PoolOptions {
   /// A chunk that runs longer than this in a worker gets the worker killed (and replaced) and
   /// fails with mp::TimeoutError. Unset: no limit.
   std::optional<std::chrono::milliseconds> task_timeout;
+};
+
+/// Per-call options of map/starmap/imap/imap_unordered, for designated initializers:
+/// `pool.map(f, items, mp::MapOptions{.chunksize = 64, .progress = true})`.
+struct MapOptions {
+  /// Elements per task message. 0: map/starmap choose ceil(size / (4 * processes)) as
+  /// Python; imap/imap_unordered use 1.
+  std::size_t chunksize = 0;
+  /// Draw a progress bar on stderr (done/total, rate, time left) while results arrive; only
+  /// when stderr is a terminal, silent otherwise (like tqdm around imap).
+  bool progress = false;
+  /// Called in the caller's thread with (items done, total items) each time results arrive,
+  /// and once at the end; total is 0 when the input's size is not known (an endless imap).
+  /// For imap, "done" counts results handed to the consumer.
+  std::function<void(std::size_t done, std::size_t total)> on_progress;
+};
+
+/// Thrown by a blocking Pool call when SIGINT (Ctrl-C) arrives while it waits (Python:
+/// KeyboardInterrupt out of Pool.map). The chunks of that job that had not started are
+/// cancelled; see the file comment.
+class KeyboardInterrupt : public ProcessError {
+ public:
+  KeyboardInterrupt() : ProcessError("multiprocessing: interrupted (SIGINT) while waiting for pool results") {}
+  using ProcessError::ProcessError;
 };
 
 namespace detail {
@@ -180,25 +223,74 @@ void core_cancel_pending(PoolCore& core);
 
 inline std::optional<std::chrono::nanoseconds> pool_no_timeout() { return std::nullopt; }
 
+/// Adds a chunk slot to a job that is fed lazily (imap) and returns its index (indices grow
+/// from the job's initial number of chunks).
+std::size_t job_add_chunk(PoolJob& job);
+/// Elements whose chunk finished (successfully or not), counted from the chunks' headers.
+std::size_t job_items_done(PoolJob& job);
+/// Blocks until job_items_done() differs from `seen`, the job is finished, or the timeout
+/// passes. Returns job_items_done().
+std::size_t job_wait_progress(PoolJob& job, std::size_t seen, std::optional<std::chrono::nanoseconds> timeout);
+/// Fails the job's chunks that no worker has started with `why` (null: ProcessError
+/// "cancelled"); running chunks finish. Never throws.
+void job_cancel_pending(PoolJob& job, std::exception_ptr why = nullptr) noexcept;
+/// Pids of the pool's live workers (for tests and diagnostics).
+std::vector<pid_t> core_worker_pids(PoolCore& core);
+
+/// A progress display (bar and/or callback); see MapOptions. Defined in src/pool_progress.cpp.
+struct PoolProgress;
+/// Null when neither a bar (progress and stderr is a terminal) nor a callback is wanted.
+std::shared_ptr<PoolProgress> progress_start(const MapOptions& options, std::size_t total);
+/// Reports `done` items (rate-limited redraws; the callback runs each time).
+void progress_update(PoolProgress& p, std::size_t done);
+/// Final report and the bar's last line.
+void progress_finish(PoolProgress& p, std::size_t done);
+/// Blocks until `job` is finished, reporting its progress to `p`.
+void progress_follow(PoolProgress& p, PoolJob& job);
+
+/// The next encoded chunk of a lazily consumed input; nullopt at the end.
+using PoolChunkSource = std::function<std::optional<std::string>()>;
+
+/// Encodes up to `chunksize` elements from [first, last) as one chunk; advances `first`.
+template <class It, class S, class Enc>
+std::string pool_encode_one_chunk(It& first, const S& last, std::size_t chunksize, Enc& enc) {
+  std::string c;
+  std::size_t n = 0;
+  reduction::dump_into(c, std::uint64_t{0});  // placeholder count, patched below
+  const std::size_t count_size = c.size();
+  for (; first != last && n < chunksize; ++first, ++n) enc(c, *first);
+  std::string head;
+  reduction::dump_into(head, static_cast<std::uint64_t>(n));
+  if (head.size() == count_size) {
+    c.replace(0, count_size, head);
+  } else {
+    c = head + c.substr(count_size);
+  }
+  return c;
+}
+
+/// A PoolChunkSource over a view (std::views::all of the caller's range: a reference to an
+/// lvalue range, the range itself for an rvalue), consumed as chunks are requested.
+template <class View, class Enc>
+PoolChunkSource pool_chunk_source(View v, std::size_t chunksize, Enc enc) {
+  struct S {
+    View v;
+    std::optional<std::ranges::iterator_t<View>> it;
+  };
+  auto s = std::make_shared<S>(S{std::move(v), std::nullopt});
+  return [s, chunksize, enc]() mutable -> std::optional<std::string> {
+    if (!s->it) s->it.emplace(std::ranges::begin(s->v));
+    const auto last = std::ranges::end(s->v);
+    if (*s->it == last) return std::nullopt;
+    return pool_encode_one_chunk(*s->it, last, chunksize, enc);
+  };
+}
+
 /// Splits [first, last) into chunks of `chunksize` encoded elements.
 template <class It, class S, class Enc>
 std::vector<std::string> pool_encode_chunks(It first, S last, std::size_t chunksize, Enc enc) {
   std::vector<std::string> chunks;
-  while (first != last) {
-    std::string c;
-    std::size_t n = 0;
-    reduction::dump_into(c, std::uint64_t{0});  // placeholder count, patched below
-    const std::size_t count_size = c.size();
-    for (; first != last && n < chunksize; ++first, ++n) enc(c, *first);
-    std::string head;
-    reduction::dump_into(head, static_cast<std::uint64_t>(n));
-    if (head.size() == count_size) {
-      c.replace(0, count_size, head);
-    } else {
-      c = head + c.substr(count_size);
-    }
-    chunks.push_back(std::move(c));
-  }
+  while (first != last) chunks.push_back(pool_encode_one_chunk(first, last, chunksize, enc));
   return chunks;
 }
 

@@ -301,6 +301,42 @@ int cpu_count();
 /// (Python 3.13's PYTHON_CPU_COUNT). At least 1.
 int process_cpu_count();
 
+namespace detail {
+
+/// The compile-time form of TargetImpl::not_spawnable_reason(), for StaticContext.
+template <StartMethod M, class F, class... Args>
+constexpr void static_check_target() {
+  if constexpr (M != StartMethod::fork) {
+    static_assert(FunctionLike<std::decay_t<F>>,
+                  "mp: a spawn or forkserver child runs a fresh copy of the program, where "
+                  "captured state does not exist: the target must be a function or a lambda "
+                  "without captures; pass the data as arguments");
+    static_assert((reduction::Serializable<std::decay_t<Args>> && ...),
+                  "mp: a spawn or forkserver child receives its arguments through the codec: "
+                  "every argument must be serializable (see reduction.hpp)");
+  }
+}
+
+template <StartMethod M, class First, class... Rest>
+constexpr void static_check_process_args() {
+  if constexpr (std::same_as<std::remove_cvref_t<First>, ProcessOptions>) {
+    static_check_target<M, Rest...>();
+  } else {
+    static_check_target<M, First, Rest...>();
+  }
+}
+
+}  // namespace detail
+
+template <StartMethod M>
+template <class... A>
+::multiprocessing::Process StaticContext<M>::Process(A&&... args) const {
+  detail::static_check_process_args<M, A...>();
+  ::multiprocessing::Process p(std::forward<A>(args)...);
+  p.set_start_method(M);
+  return p;
+}
+
 template <class... A>
 ::multiprocessing::Process Context::Process(A&&... args) const {
   ::multiprocessing::Process p(std::forward<A>(args)...);

@@ -24,4 +24,20 @@ inline ::multiprocessing::Pool Context::Pool(PoolOptions options) const {
   return ::multiprocessing::Pool(options);
 }
 
+template <StartMethod M>
+template <class T, class... A>
+::multiprocessing::Queue<T> StaticContext<M>::Queue(A&&... args) const {
+  return ::multiprocessing::Queue<T>(std::forward<A>(args)...);
+}
+
+template <StartMethod M>
+::multiprocessing::Pool StaticContext<M>::Pool(int processes) const {
+  return Context(M).Pool(processes);
+}
+
+template <StartMethod M>
+::multiprocessing::Pool StaticContext<M>::Pool(PoolOptions options) const {
+  return Context(M).Pool(std::move(options));
+}
+
 }  // namespace multiprocessing
