@@ -14,6 +14,7 @@
 
 #include <fcntl.h>
 
+#include <atomic>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -28,11 +29,32 @@ namespace {
 
 struct Client {
   std::mutex m;
-  pid_t owner = 0;   // the process that started the server
+  pid_t made_in = ::getpid();  // the process this record belongs to
+  pid_t owner = 0;             // the process that started the server
   pid_t server = -1;
   UniqueFd control;
 };
-Client* g_client = new Client;  // replaced, not touched, in fork children
+std::atomic<Client*> g_client_ptr{new Client};
+
+// This process's record. A fork child inherits its parent's record, whose mutex another
+// thread may have held at the fork and whose channel the child closed at once (see
+// forget_forkserver_in_fork_child); the child replaces it on first use, not at fork, so that
+// a fork child that never uses the forkserver writes no page for it (copy-on-write faults
+// dominate fork latency). The old record is leaked, never closed: its descriptor number is
+// no longer ours.
+Client* client() {
+  Client* c = g_client_ptr.load(std::memory_order_acquire);
+  const pid_t self = ::getpid();
+  while (c->made_in != self) {
+    auto* fresh = new Client;
+    if (g_client_ptr.compare_exchange_strong(c, fresh, std::memory_order_acq_rel)) {
+      (void)c->control.release();
+      return fresh;
+    }
+    delete fresh;  // another thread of this child replaced it first; c is now that one
+  }
+  return c;
+}
 
 // Sends `data` with descriptors over a stream socket.
 void send_with_fds(int fd, const void* data, size_t n, const int* fds, size_t nfds) {
@@ -55,12 +77,12 @@ void send_with_fds(int fd, const void* data, size_t n, const int* fds, size_t nf
                        std::string(std::strerror(errno)) + ")");
 }
 
-bool server_alive_locked() {
-  return g_client->owner == ::getpid() && g_client->control && g_client->server > 0 &&
-         ::waitpid(g_client->server, nullptr, WNOHANG) == 0;
+bool server_alive_locked(Client* c) {
+  return c->owner == ::getpid() && c->control && c->server > 0 &&
+         ::waitpid(c->server, nullptr, WNOHANG) == 0;
 }
 
-void start_server_locked() {
+void start_server_locked(Client* c) {
   auto [mine, theirs] = sys::make_socketpair();
   pid_t pid = spawn_helper("--mp-forkserver", theirs.get());
   theirs.reset();
@@ -71,32 +93,35 @@ void start_server_locked() {
     ::waitpid(pid, nullptr, 0);
     throw ProcessError("multiprocessing: the forkserver did not start; does main() call mp::init(argc, argv) first?");
   }
-  g_client->owner = ::getpid();
-  g_client->server = pid;
-  g_client->control = std::move(mine);
+  c->owner = ::getpid();
+  c->server = pid;
+  c->control = std::move(mine);
 }
 
 }  // namespace
 
 void ensure_forkserver() {
-  std::lock_guard g(g_client->m);
-  if (server_alive_locked()) return;
-  if (g_client->owner == ::getpid() && g_client->server > 0) ::waitpid(g_client->server, nullptr, WNOHANG);
-  start_server_locked();
+  Client* c = client();
+  std::lock_guard g(c->m);
+  if (server_alive_locked(c)) return;
+  if (c->owner == ::getpid() && c->server > 0) ::waitpid(c->server, nullptr, WNOHANG);
+  start_server_locked(c);
 }
 
 std::optional<pid_t> forkserver_pid() {
-  std::lock_guard g(g_client->m);
-  if (g_client->owner == ::getpid() && g_client->server > 0) return g_client->server;
+  Client* c = client();
+  std::lock_guard g(c->m);
+  if (c->owner == ::getpid() && c->server > 0) return c->server;
   return std::nullopt;
 }
 
-void forget_forkserver_in_fork_child() noexcept {
+void forget_forkserver_in_fork_child(pid_t parent) noexcept {
   // The parent's channel stays the parent's: close our copy so the server sees EOF when the
-  // parent goes, and start our own server if we need one.
-  Client* old = g_client;
-  g_client = new Client;
-  if (old->control) ::close(old->control.release());
+  // parent goes. Only read memory here (client() replaces the record on first use). A record
+  // made in another process (our parent's parent) holds a number our parent already closed,
+  // which may since name something else: leave it.
+  const Client* c = g_client_ptr.load(std::memory_order_acquire);
+  if (c->made_in == parent && c->control) ::close(c->control.get());
 }
 
 std::shared_ptr<ChildRecord> launch_forkserver(const LaunchRequest& req) {
@@ -104,8 +129,9 @@ std::shared_ptr<ChildRecord> launch_forkserver(const LaunchRequest& req) {
   auto [boot_parent, boot_child] = sys::make_socketpair();
   auto [status_parent, status_server] = sys::make_socketpair();
   {
-    std::lock_guard g(g_client->m);
-    if (!server_alive_locked()) start_server_locked();
+    Client* c = client();
+    std::lock_guard g(c->m);
+    if (!server_alive_locked(c)) start_server_locked(c);
     // The request: the daemon flag, which of this process's 0, 1, 2 follow (a closed one
     // cannot travel), then the descriptors: boot channel, status channel, the standard ones.
     // The child gets this process's current standard streams, as under fork and spawn.
@@ -117,7 +143,7 @@ std::shared_ptr<ChildRecord> launch_forkserver(const LaunchRequest& req) {
       head[1] = static_cast<char>(head[1] | (1 << i));
       fds[nfds++] = i;
     }
-    send_with_fds(g_client->control.get(), head, 2, fds, nfds);
+    send_with_fds(c->control.get(), head, 2, fds, nfds);
   }
   boot_child.reset();
   status_server.reset();

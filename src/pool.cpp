@@ -3,12 +3,18 @@
 #include "multiprocessing/pool.hpp"
 
 #include <cxxabi.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -26,24 +32,142 @@
 namespace multiprocessing::detail {
 
 // ------------------------------------------------------------------------------------------
-// Wire format. Parent -> worker: a PoolTaskHeader message followed by the chunk's arguments
-// (task id 0 asks the worker to exit). Worker -> parent: a PoolReplyHeader message followed,
-// on success, by the chunk's encoded results.
+// Wire format, on one socketpair per worker (both ends are ours, so no general-purpose
+// Connection framing): frames of a little-endian u64 length and that many bytes.
+//   Parent -> worker: kDefine (u32 key, then a codec PoolFnDef: which trampoline and function
+//   the key names; sent once per worker and key), kTask (u64 task id, u32 key, then the
+//   chunk's arguments), kStop.
+//   Worker -> parent: u64 task id, u8 failed, then the chunk's encoded results, or a codec
+//   PoolErrorInfo when failed.
+// The parent writes many frames with one sendmsg and reads many with one recv; a worker reads
+// ahead what is queued for it and answers each chunk as soon as it is done (so a worker's
+// death loses no finished result).
 
-struct PoolTaskHeader {
-  std::uint64_t id = 0;
+enum : std::uint8_t { kStop = 0, kDefine = 1, kTask = 2 };
+constexpr std::size_t kFrameHeader = 8;
+constexpr std::size_t kTaskHeader = 1 + 8 + 4;
+constexpr std::size_t kReplyHeader = 8 + 1;
+constexpr std::uint64_t kMaxFrame = std::uint64_t{1} << 40;
+
+struct PoolFnDef {
   std::string tramp_object;
   std::uint64_t tramp_offset = 0;
   std::string fn_object;
   std::uint64_t fn_offset = 0;
 };
 
-struct PoolReplyHeader {
-  std::uint64_t id = 0;
-  std::uint8_t failed = 0;
+struct PoolErrorInfo {
   std::string exc_type;  // demangled type name of the task's exception
   std::string what;
 };
+
+inline void put_u64(char* p, std::uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<char>(v >> (8 * i));
+}
+inline void put_u32(char* p, std::uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<char>(v >> (8 * i));
+}
+inline std::uint64_t get_u64(const char* p) {
+  std::uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= std::uint64_t{static_cast<unsigned char>(p[i])} << (8 * i);
+  return v;
+}
+inline std::uint32_t get_u32(const char* p) {
+  std::uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v |= std::uint32_t{static_cast<unsigned char>(p[i])} << (8 * i);
+  return v;
+}
+
+/// Buffered frame reader over a stream socket.
+class FrameReader {
+ public:
+  /// Reads what the socket holds (blocking for some bytes when `block`): > 0 bytes read, 0 at
+  /// EOF (or ECONNRESET), -1 when nothing is there (non-blocking). Throws on other errors.
+  long fill(int fd, bool block) {
+    std::size_t want = kChunk;
+    if (end_ - begin_ >= kFrameHeader) {
+      const std::uint64_t len = get_u64(buf_.get() + begin_);
+      if (len > kMaxFrame) throw DecodeError("multiprocessing: corrupt pool frame (length " + std::to_string(len) + ")");
+      const std::size_t need = kFrameHeader + static_cast<std::size_t>(len) - (end_ - begin_);
+      want = std::max(want, need);
+    }
+    reserve(want);
+    ssize_t r;
+    do {
+      r = ::recv(fd, buf_.get() + end_, cap_ - end_, block ? 0 : MSG_DONTWAIT);
+    } while (r < 0 && errno == EINTR);
+    if (r > 0) {
+      end_ += static_cast<std::size_t>(r);
+      return r;
+    }
+    if (r == 0 || errno == ECONNRESET) return 0;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return -1;
+    sys::throw_errno("recv", "pool channel");
+  }
+  /// The next complete frame's payload (valid until the next fill), or nullopt.
+  std::optional<std::string_view> next() {
+    if (end_ - begin_ < kFrameHeader) return std::nullopt;
+    const std::uint64_t len = get_u64(buf_.get() + begin_);
+    if (len > kMaxFrame) throw DecodeError("multiprocessing: corrupt pool frame (length " + std::to_string(len) + ")");
+    if (end_ - begin_ - kFrameHeader < len) return std::nullopt;
+    std::string_view v(buf_.get() + begin_ + kFrameHeader, static_cast<std::size_t>(len));
+    begin_ += kFrameHeader + static_cast<std::size_t>(len);
+    if (begin_ == end_) begin_ = end_ = 0;
+    return v;
+  }
+
+ private:
+  static constexpr std::size_t kChunk = 64 * 1024;
+  void reserve(std::size_t want) {
+    if (cap_ - end_ >= want) return;
+    const std::size_t have = end_ - begin_;
+    if (begin_ > 0 && cap_ - have >= want) {
+      std::memmove(buf_.get(), buf_.get() + begin_, have);
+    } else {
+      std::size_t cap = std::max<std::size_t>(cap_ * 2, have + want);
+      auto b = std::make_unique_for_overwrite<char[]>(cap);
+      if (have) std::memcpy(b.get(), buf_.get() + begin_, have);
+      buf_ = std::move(b);
+      cap_ = cap;
+    }
+    begin_ = 0;
+    end_ = have;
+  }
+  std::unique_ptr<char[]> buf_;
+  std::size_t cap_ = 0, begin_ = 0, end_ = 0;
+};
+
+/// Writes all of `iov` with sendmsg (MSG_NOSIGNAL), calling `stalled()` when the socket is
+/// full (it may read from the peer to break a cycle) and returns false when the peer is gone.
+template <class Stalled>
+bool send_all(int fd, std::vector<iovec>& iov, Stalled stalled) {
+  std::size_t first = 0;
+  while (first < iov.size()) {
+    msghdr mh{};
+    mh.msg_iov = iov.data() + first;
+    mh.msg_iovlen = std::min<std::size_t>(iov.size() - first, 512);
+    ssize_t w = ::sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        if (!stalled()) return false;
+        continue;
+      }
+      if (errno == EPIPE || errno == ECONNRESET) return false;
+      sys::throw_errno("sendmsg", "pool channel");
+    }
+    auto left = static_cast<std::size_t>(w);
+    while (first < iov.size() && left >= iov[first].iov_len) {
+      left -= iov[first].iov_len;
+      ++first;
+    }
+    if (left > 0) {
+      iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + left;
+      iov[first].iov_len -= left;
+    }
+  }
+  return true;
+}
 
 /// What a worker needs besides its channel.
 struct PoolWorkerConfig {
@@ -91,61 +215,70 @@ std::exception_ptr rebuild_exception(const std::string& type, const std::string&
   return std::make_exception_ptr(RemoteError(type, what, pid));
 }
 
-void* decode_cached(std::unordered_map<std::string, void*>& cache, const std::string& object,
-                    std::uint64_t offset) {
-  std::string key = object;
-  key.push_back('\0');
-  key += std::to_string(offset);
-  auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
-  void* p = decode_code_address(CodeAddress{object, offset});
-  cache.emplace(std::move(key), p);
-  return p;
-}
-
 }  // namespace
 
 /// The worker process: runs chunks until told to stop, its parent goes away, or it has run
 /// maxtasks chunks.
 void pool_worker_main(PoolChannel channel, PoolWorkerConfig cfg) {
-  ::multiprocessing::connection::Connection conn(channel.fd);
+  // Ctrl-C at a terminal signals the whole foreground process group: the parent decides what
+  // an interrupt means (pool.hpp), a worker must not die mid-task because of it.
+  ::signal(SIGINT, SIG_IGN);
+  UniqueFd fd(channel.fd);
   if (cfg.has_initializer) {
     auto init = reinterpret_cast<void (*)()>(decode_code_address(CodeAddress{cfg.init_object, cfg.init_offset}));
     init();
   }
-  std::unordered_map<std::string, void*> cache;
+  struct Fn {
+    PoolTrampoline tramp = nullptr;
+    void* fn = nullptr;
+  };
+  std::unordered_map<std::uint32_t, Fn> fns;
+  FrameReader rd;
   std::string out;
+  std::vector<iovec> iov(1);
   std::int64_t done = 0;
-  const pid_t me = ::getpid();
   for (;;) {
-    std::string msg;
-    try {
-      msg = conn.recv_bytes();
-    } catch (const EOFError&) {
-      return;  // the pool went away
+    auto f = rd.next();
+    if (!f) {
+      if (rd.fill(fd.get(), true) == 0) return;  // the pool went away
+      continue;
     }
-    std::string_view in = msg;
-    auto h = reduction::load_prefix<PoolTaskHeader>(in);
-    if (h.id == 0) return;
-    auto tr = reinterpret_cast<PoolTrampoline>(decode_cached(cache, h.tramp_object, h.tramp_offset));
-    void* fn = decode_cached(cache, h.fn_object, h.fn_offset);
-    out.clear();
-    reduction::dump_into(out, PoolReplyHeader{h.id, 0, {}, {}});
-    const std::size_t header_size = out.size();
+    std::string_view in = *f;
+    if (in.empty() || in[0] == kStop) return;
+    if (in[0] == kDefine) {
+      if (in.size() < 5) throw DecodeError("multiprocessing: short pool definition frame");
+      const std::uint32_t key = get_u32(in.data() + 1);
+      in.remove_prefix(5);
+      auto d = reduction::load_prefix<PoolFnDef>(in);
+      fns[key] = Fn{reinterpret_cast<PoolTrampoline>(decode_code_address(CodeAddress{d.tramp_object, d.tramp_offset})),
+                    decode_code_address(CodeAddress{d.fn_object, d.fn_offset})};
+      continue;
+    }
+    if (in[0] != kTask || in.size() < kTaskHeader) throw DecodeError("multiprocessing: corrupt pool task frame");
+    const std::uint64_t id = get_u64(in.data() + 1);
+    auto it = fns.find(get_u32(in.data() + 9));
+    if (it == fns.end()) throw DecodeError("multiprocessing: pool task names an undefined function");
+    in.remove_prefix(kTaskHeader);
+    out.assign(kFrameHeader + kReplyHeader, '\0');
+    put_u64(out.data() + kFrameHeader, id);
     try {
-      tr(fn, in, out);
+      it->second.tramp(it->second.fn, in, out);
     } catch (const std::exception& e) {
-      out.clear();
-      reduction::dump_into(out, PoolReplyHeader{h.id, 1, exception_type_name(e), e.what()});
+      out.resize(kFrameHeader + kReplyHeader);
+      out[kFrameHeader + 8] = 1;
+      reduction::dump_into(out, PoolErrorInfo{exception_type_name(e), e.what()});
     } catch (...) {
-      out.clear();
-      reduction::dump_into(out, PoolReplyHeader{h.id, 1, "unknown exception", "(not derived from std::exception)"});
+      out.resize(kFrameHeader + kReplyHeader);
+      out[kFrameHeader + 8] = 1;
+      reduction::dump_into(out, PoolErrorInfo{"unknown exception", "(not derived from std::exception)"});
     }
-    (void)header_size;
-    (void)me;
-    try {
-      conn.send_bytes(out);
-    } catch (const std::system_error&) {
+    put_u64(out.data(), out.size() - kFrameHeader);
+    iov.assign(1, iovec{out.data(), out.size()});
+    // Blocking: the parent always reads its workers (it never waits on a worker's reader).
+    if (!send_all(fd.get(), iov, [&] {
+          pollfd p{fd.get(), POLLOUT, 0};
+          return ::poll(&p, 1, -1) >= 0 || errno == EINTR;
+        })) {
       return;  // the pool went away
     }
     if (cfg.maxtasks > 0 && ++done >= cfg.maxtasks) return;
@@ -157,6 +290,8 @@ void pool_worker_main(PoolChannel channel, PoolWorkerConfig cfg) {
 
 struct PoolSlot {
   bool done = false;
+  bool released = false;  // consumed by imap; dropped once every earlier slot is too
+  std::size_t items = 0;  // elements in the chunk
   std::string data;
   std::exception_ptr error;
 };
@@ -164,25 +299,82 @@ struct PoolSlot {
 struct PoolJob {
   std::mutex m;
   std::condition_variable cv;
-  std::vector<PoolSlot> slots;
+  // Chunk i lives in slots[i - base]: a lazily fed imap adds slots at the back and drops
+  // consumed ones at the front, so an endless imap keeps a bounded number. A deque, so that
+  // adding slots moves none (job_chunk_data hands out views of slot data).
+  std::deque<PoolSlot> slots;
+  std::size_t base = 0;
+  std::size_t total = 0;  // chunks ever added
   std::size_t remaining = 0;
+  std::size_t items_done = 0;
   std::exception_ptr first_error;
   std::deque<std::size_t> done_order;  // for imap_unordered
-  int chunk_waiters = 0;  // threads waiting for single chunks (imap)
+  int chunk_waiters = 0;  // threads waiting for single chunks (imap) or progress
+  std::weak_ptr<PoolCore> core;
+
+  PoolSlot* find(std::size_t i) {
+    if (i < base || i - base >= slots.size()) return nullptr;
+    return &slots[i - base];
+  }
+  PoolSlot& at(std::size_t i) {
+    auto* s = find(i);
+    if (!s) throw std::out_of_range("multiprocessing: pool job has no chunk " + std::to_string(i));
+    return *s;
+  }
 };
 
 namespace {
+
+// ---- SIGINT while waiting (see pool.hpp's file comment)
+std::atomic<int> g_int_waiters{0};
+std::atomic<unsigned> g_int_generation{0};
+std::atomic<bool> g_int_installed{false};
+std::once_flag g_int_once;
+
+extern "C" void pool_on_sigint(int) {
+  if (g_int_waiters.load() == 0) {
+    // Nobody waits for pool results: the default action (the process ends).
+    ::signal(SIGINT, SIG_DFL);
+    ::raise(SIGINT);
+    return;
+  }
+  g_int_generation.fetch_add(1);
+}
+
+void install_sigint_handler() {
+  std::call_once(g_int_once, [] {
+    struct sigaction old {};
+    if (::sigaction(SIGINT, nullptr, &old) != 0) return;
+    if ((old.sa_flags & SA_SIGINFO) || old.sa_handler != SIG_DFL) return;  // the program's own choice
+    struct sigaction sa {};
+    sa.sa_handler = pool_on_sigint;
+    ::sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    if (::sigaction(SIGINT, &sa, nullptr) == 0) g_int_installed.store(true);
+    // A forked child starts with no waiter (its threads other than the forking one are gone).
+    ::pthread_atfork(nullptr, nullptr, [] { g_int_waiters.store(0); });
+  });
+}
+
+struct InterruptWaiter {
+  InterruptWaiter() { g_int_waiters.fetch_add(1); }
+  ~InterruptWaiter() { g_int_waiters.fetch_sub(1); }
+  InterruptWaiter(const InterruptWaiter&) = delete;
+  InterruptWaiter& operator=(const InterruptWaiter&) = delete;
+};
 
 void job_set(PoolJob& job, std::size_t i, std::string data, std::exception_ptr err) {
   bool wake;
   {
     std::lock_guard lk(job.m);
-    auto& s = job.slots.at(i);
-    if (s.done) return;
+    auto* sp = job.find(i);
+    if (!sp || sp->done) return;
+    auto& s = *sp;
     s.done = true;
     s.data = std::move(data);
     s.error = err;
     --job.remaining;
+    job.items_done += s.items;
     if (err && !job.first_error) job.first_error = err;
     job.done_order.push_back(i);
     // A whole-job waiter only cares about the end; waking it per chunk costs a context
@@ -192,20 +384,61 @@ void job_set(PoolJob& job, std::size_t i, std::string data, std::exception_ptr e
   if (wake) job.cv.notify_all();
 }
 
+// Waits for pred under lk. While our SIGINT handler is installed, waits in short slices and
+// throws KeyboardInterrupt when a SIGINT arrives meanwhile.
 template <class Pred>
 bool wait_job(PoolJob& job, std::unique_lock<std::mutex>& lk, std::optional<std::chrono::nanoseconds> timeout, Pred pred) {
-  if (!timeout) {
-    job.cv.wait(lk, pred);
-    return true;
+  if (pred()) return true;
+  install_sigint_handler();
+  if (!g_int_installed.load()) {
+    if (!timeout) {
+      job.cv.wait(lk, pred);
+      return true;
+    }
+    return job.cv.wait_for(lk, *timeout, pred);
   }
-  return job.cv.wait_for(lk, *timeout, pred);
+  InterruptWaiter waiter;
+  const unsigned generation = g_int_generation.load();
+  using clock = std::chrono::steady_clock;
+  const auto start = clock::now();
+  constexpr auto slice = std::chrono::milliseconds(20);
+  for (;;) {
+    if (pred()) return true;
+    if (g_int_generation.load() != generation) throw KeyboardInterrupt();
+    if (!timeout) {
+      job.cv.wait_for(lk, slice);
+      continue;
+    }
+    const auto elapsed = clock::now() - start;
+    if (elapsed >= *timeout) return pred();
+    job.cv.wait_for(lk, std::min<clock::duration>(slice, std::chrono::ceil<clock::duration>(*timeout - elapsed)));
+  }
 }
+
+// Runs a wait; on KeyboardInterrupt cancels the job's chunks that have not started.
+template <class F>
+auto interruptible(PoolJob& job, F f) {
+  try {
+    return f();
+  } catch (const KeyboardInterrupt&) {
+    job_cancel_pending(job, std::current_exception());
+    throw;
+  }
+}
+
+struct WaiterCount {
+  explicit WaiterCount(PoolJob& j) : job(j) { ++job.chunk_waiters; }
+  ~WaiterCount() { --job.chunk_waiters; }
+  PoolJob& job;
+};
 
 }  // namespace
 
 bool job_wait(PoolJob& job, std::optional<std::chrono::nanoseconds> timeout) {
-  std::unique_lock lk(job.m);
-  return wait_job(job, lk, timeout, [&] { return job.remaining == 0 || job.first_error; });
+  return interruptible(job, [&] {
+    std::unique_lock lk(job.m);
+    return wait_job(job, lk, timeout, [&] { return job.remaining == 0 || job.first_error; });
+  });
 }
 bool job_ready(PoolJob& job) {
   std::lock_guard lk(job.m);
@@ -217,37 +450,63 @@ std::exception_ptr job_error(PoolJob& job) {
 }
 std::size_t job_chunks(PoolJob& job) {
   std::lock_guard lk(job.m);
-  return job.slots.size();
+  return job.total;
 }
 std::string_view job_chunk_data(PoolJob& job, std::size_t i) {
   std::lock_guard lk(job.m);
-  // Slots are never resized after creation and a done slot's data no longer changes.
-  return job.slots.at(i).data;
+  // Slots never move (a deque grown at the back, shrunk at the front only past released
+  // slots) and a done slot's data no longer changes.
+  return job.at(i).data;
 }
 bool job_wait_chunk(PoolJob& job, std::size_t i, std::optional<std::chrono::nanoseconds> timeout) {
-  std::unique_lock lk(job.m);
-  ++job.chunk_waiters;
-  const bool r = wait_job(job, lk, timeout, [&] { return job.slots.at(i).done; });
-  --job.chunk_waiters;
-  return r;
+  return interruptible(job, [&] {
+    std::unique_lock lk(job.m);
+    WaiterCount wc(job);
+    return wait_job(job, lk, timeout, [&] { return job.at(i).done; });
+  });
 }
 std::exception_ptr job_chunk_error(PoolJob& job, std::size_t i) {
   std::lock_guard lk(job.m);
-  return job.slots.at(i).error;
+  return job.at(i).error;
 }
 std::optional<std::size_t> job_take_done(PoolJob& job, std::optional<std::chrono::nanoseconds> timeout) {
-  std::unique_lock lk(job.m);
-  ++job.chunk_waiters;
-  const bool r = wait_job(job, lk, timeout, [&] { return !job.done_order.empty(); });
-  --job.chunk_waiters;
-  if (!r) return std::nullopt;
-  auto i = job.done_order.front();
-  job.done_order.pop_front();
-  return i;
+  return interruptible(job, [&]() -> std::optional<std::size_t> {
+    std::unique_lock lk(job.m);
+    WaiterCount wc(job);
+    const bool r = wait_job(job, lk, timeout, [&] { return !job.done_order.empty(); });
+    if (!r) return std::nullopt;
+    auto i = job.done_order.front();
+    job.done_order.pop_front();
+    return i;
+  });
 }
 void job_release_chunk(PoolJob& job, std::size_t i) {
   std::lock_guard lk(job.m);
-  std::string().swap(job.slots.at(i).data);
+  auto& s = job.at(i);
+  std::string().swap(s.data);
+  s.released = true;
+  while (!job.slots.empty() && job.slots.front().released && job.slots.front().done) {
+    job.slots.pop_front();
+    ++job.base;
+  }
+}
+std::size_t job_add_chunk(PoolJob& job) {
+  std::lock_guard lk(job.m);
+  job.slots.emplace_back();
+  ++job.remaining;
+  return job.total++;
+}
+std::size_t job_items_done(PoolJob& job) {
+  std::lock_guard lk(job.m);
+  return job.items_done;
+}
+std::size_t job_wait_progress(PoolJob& job, std::size_t seen, std::optional<std::chrono::nanoseconds> timeout) {
+  return interruptible(job, [&] {
+    std::unique_lock lk(job.m);
+    WaiterCount wc(job);
+    wait_job(job, lk, timeout, [&] { return job.items_done != seen || job.remaining == 0 || job.first_error; });
+    return job.items_done;
+  });
 }
 
 // ------------------------------------------------------------------------------------------
@@ -259,22 +518,33 @@ namespace {
 // socket buffer holds them, so the dispatcher's send never blocks on a worker that is itself
 // blocked sending a large result (which would deadlock the two).
 constexpr std::size_t kPrefetchMax = 16 * 1024;
+// Chunks queued to one worker at most (the first runs, the rest wait in its socket/buffer),
+// and their bytes at most: a deep queue lets a worker run many small chunks back to back
+// while the dispatcher sleeps, and the dispatcher hand out and collect them in batches.
+constexpr std::size_t kMaxDepth = 64;
+constexpr std::size_t kDepthBytes = 64 * 1024;
 
 struct Task {
   std::shared_ptr<PoolJob> job;
   std::size_t index = 0;
   std::uint64_t id = 0;
-  std::string msg;
+  std::uint32_t key = 0;  // the (trampoline, function) pair, see PoolCore::fn_key
+  std::string args;
+  char head[kFrameHeader + kTaskHeader];  // filled when sent
 };
 
 struct Worker {
   std::unique_ptr<Process> proc;
-  std::unique_ptr<connection::Connection> conn;
+  UniqueFd fd;
+  FrameReader rd;
   pid_t pid = 0;
   std::deque<Task> outstanding;  // sent, no reply yet; the front one runs
+  std::size_t outstanding_bytes = 0;
+  std::vector<bool> known;  // function keys defined to this worker
   std::chrono::steady_clock::time_point head_started;
   std::int64_t sent = 0;  // chunks sent (maxtasksperchild)
   std::int64_t replies = 0;
+  bool gone = false;  // its socket failed: the sentinel/death path handles the rest
 };
 
 std::string describe_exit(std::optional<int> code) {
@@ -287,13 +557,18 @@ std::string describe_exit(std::optional<int> code) {
 }
 
 std::string describe_task(const Task& t) {
+  std::size_t total;
+  {
+    std::lock_guard lk(t.job->m);
+    total = t.job->total;
+  }
   return "task " + std::to_string(t.id) + " (chunk " + std::to_string(t.index + 1) + " of " +
-         std::to_string(t.job->slots.size()) + " of its job)";
+         std::to_string(total) + " of its job)";
 }
 
 }  // namespace
 
-class PoolCore {
+class PoolCore : public std::enable_shared_from_this<PoolCore> {
  public:
   explicit PoolCore(const PoolOptions& o) : options_(o) {
     nproc_ = o.processes > 0 ? o.processes : process_cpu_count();
@@ -331,16 +606,17 @@ class PoolCore {
 
   void submit(const std::shared_ptr<PoolJob>& job, std::size_t index, PoolTrampoline tr, void* fn,
               std::string args, bool internal) {
-    PoolTaskHeader h;
-    auto ta = code_address(reinterpret_cast<void*>(tr));
-    auto fa = code_address(fn);
-    h.tramp_object = std::move(ta.object);
-    h.tramp_offset = ta.offset;
-    h.fn_object = std::move(fa.object);
-    h.fn_offset = fa.offset;
+    const std::uint32_t key = fn_key(tr, fn);
     Task t;
+    t.key = key;
     t.job = job;
     t.index = index;
+    {
+      std::string_view v = args;
+      const auto items = static_cast<std::size_t>(pool_chunk_count(v));
+      std::lock_guard jl(job->m);
+      if (auto* slot = job->find(index)) slot->items = items;
+    }
     bool notify = false;
     {
       std::unique_lock lk(m_);
@@ -350,9 +626,8 @@ class PoolCore {
         job_set(*job, index, {}, std::make_exception_ptr(ProcessError("multiprocessing: the pool stopped before this task ran")));
         return;
       }
-      h.id = t.id = ++next_id_;
-      reduction::dump_into(t.msg, h);
-      t.msg += args;
+      t.id = ++next_id_;
+      t.args = std::move(args);
       pending_.push_back(std::move(t));
       if (!wake_pending_) notify = wake_pending_ = true;
     }
@@ -390,6 +665,29 @@ class PoolCore {
     if (thread_.joinable()) thread_.join();
   }
 
+  // Fails the queued (not yet sent) chunks of one job.
+  void cancel_job(const PoolJob& job, std::exception_ptr why) {
+    std::vector<Task> cancelled;
+    {
+      std::lock_guard lk(m_);
+      for (auto it = pending_.begin(); it != pending_.end();) {
+        if (it->job.get() == &job) {
+          cancelled.push_back(std::move(*it));
+          it = pending_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    if (!why) why = std::make_exception_ptr(ProcessError("multiprocessing: cancelled"));
+    for (auto& t : cancelled) job_set(*t.job, t.index, {}, why);
+  }
+
+  std::vector<pid_t> worker_pids() {
+    std::lock_guard lk(m_);
+    return live_pids_;
+  }
+
   void cancel_pending() {
     std::deque<Task> cancelled;
     {
@@ -402,13 +700,29 @@ class PoolCore {
   }
 
  private:
-  CodeAddress code_address(void* p) {
+  // A small number for the (trampoline, function) pair; its definition frame goes to each
+  // worker before its first task that uses it.
+  std::uint32_t fn_key(PoolTrampoline tr, void* fn) {
     std::lock_guard lk(cache_m_);
-    auto it = addr_cache_.find(p);
-    if (it != addr_cache_.end()) return it->second;
-    auto ca = encode_code_address(p);
-    addr_cache_.emplace(p, ca);
-    return ca;
+    auto k = std::make_pair(reinterpret_cast<void*>(tr), fn);
+    for (std::size_t i = 0; i < fn_pairs_.size(); ++i) {
+      if (fn_pairs_[i] == k) return static_cast<std::uint32_t>(i);
+    }
+    auto ta = encode_code_address(k.first);
+    auto fa = encode_code_address(fn);
+    std::string def(kFrameHeader, '\0');
+    def.push_back(static_cast<char>(kDefine));
+    def.append(4, '\0');
+    put_u32(def.data() + kFrameHeader + 1, static_cast<std::uint32_t>(fn_pairs_.size()));
+    reduction::dump_into(def, PoolFnDef{ta.object, ta.offset, fa.object, fa.offset});
+    put_u64(def.data(), def.size() - kFrameHeader);
+    fn_pairs_.push_back(k);
+    fn_defs_.push_back(std::make_shared<const std::string>(std::move(def)));
+    return static_cast<std::uint32_t>(fn_pairs_.size() - 1);
+  }
+  std::shared_ptr<const std::string> fn_def(std::uint32_t key) {
+    std::lock_guard lk(cache_m_);
+    return fn_defs_.at(key);
   }
 
   void wake() {
@@ -427,7 +741,7 @@ class PoolCore {
     p->start();
     theirs.reset();
     w = Worker{};
-    w.conn = std::make_unique<connection::Connection>(mine.release());
+    w.fd = std::move(mine);
     w.pid = p->pid().value_or(0);
     {
       std::lock_guard lk(m_);
@@ -456,21 +770,23 @@ class PoolCore {
   }
 
   bool can_accept(const Worker& w, const Task& t) const {
-    if (!w.proc) return false;
+    if (!w.proc || w.gone) return false;
     if (cfg_.maxtasks > 0 && w.sent >= cfg_.maxtasks) return false;
     if (w.outstanding.empty()) return true;
     if (options_.task_timeout) return false;  // a queued chunk's clock would be unclear
-    // Only a chunk of the same job goes behind a running one: it can then delay nothing but
-    // its own job, whose end waits for the running chunk anyway.
-    return w.outstanding.size() < 2 && w.outstanding.front().job == t.job && t.msg.size() <= kPrefetchMax &&
-           w.outstanding.front().msg.size() <= kPrefetchMax;
+    // Only small chunks of the same job go behind a running one: they can then delay nothing
+    // but their own job, whose end waits for the running chunk anyway. The queue is as deep
+    // as the backlog allows (a worker never holds more than its share of what is left), so
+    // the end of a job is not stuck behind one slow worker's queue.
+    const std::size_t depth = w.outstanding.size();
+    return depth < kMaxDepth && w.outstanding.front().job == t.job && t.args.size() <= kPrefetchMax &&
+           w.outstanding_bytes + t.args.size() <= kDepthBytes &&
+           pending_.size() >= depth * static_cast<std::size_t>(nproc_);
   }
 
   // Hands queued tasks to workers that can take them: first one to each idle worker, then,
-  // only while a backlog remains (a bulk map), a second small one of the same job queued
-  // behind a running one. The second hides the round trip between chunks; a task queued
-  // behind a long one waits for it even if another worker goes idle meanwhile, hence the
-  // limits (see can_accept).
+  // only while a backlog remains (a bulk map), more small ones of the same job queued behind
+  // a running one (see can_accept). Each worker's new tasks go out in one sendmsg.
   void assign() {
     for (int pass = 0; pass < 2; ++pass) {
       for (auto& w : workers_) assign_to(w, pass == 0);
@@ -478,54 +794,87 @@ class PoolCore {
   }
 
   void assign_to(Worker& w, bool idle_only) {
+    if (!w.proc || w.gone) return;
+    const std::size_t before = w.outstanding.size();
     {
-      for (;;) {
-        Task t;
-        {
-          std::lock_guard lk(m_);
-          if (pending_.empty() || !can_accept(w, pending_.front())) break;
-          if (idle_only && !w.outstanding.empty()) break;
-          if (!idle_only && pending_.size() <= static_cast<std::size_t>(nproc_)) break;
-          t = std::move(pending_.front());
-          pending_.pop_front();
-        }
-        if (w.outstanding.empty()) w.head_started = std::chrono::steady_clock::now();
-        w.outstanding.push_back(std::move(t));
+      std::lock_guard lk(m_);
+      while (!pending_.empty() && can_accept(w, pending_.front())) {
+        if (idle_only && !w.outstanding.empty()) break;
+        if (!idle_only && pending_.size() <= static_cast<std::size_t>(nproc_)) break;
+        w.outstanding_bytes += pending_.front().args.size();
+        w.outstanding.push_back(std::move(pending_.front()));
+        pending_.pop_front();
         ++w.sent;
-        try {
-          w.conn->send_bytes(w.outstanding.back().msg);
-        } catch (const std::system_error&) {
-          // The worker died; its sentinel reports it and the death path handles the task.
-          break;
-        }
       }
     }
+    if (w.outstanding.size() == before) return;
+    if (before == 0) w.head_started = std::chrono::steady_clock::now();
+    std::vector<std::shared_ptr<const std::string>> defs;  // kept alive until sent
+    iov_.clear();
+    for (std::size_t i = before; i < w.outstanding.size(); ++i) {
+      Task& t = w.outstanding[i];
+      if (t.key >= w.known.size()) w.known.resize(t.key + 1, false);
+      if (!w.known[t.key]) {
+        w.known[t.key] = true;
+        defs.push_back(fn_def(t.key));
+        iov_.push_back(iovec{const_cast<char*>(defs.back()->data()), defs.back()->size()});
+      }
+      put_u64(t.head, kTaskHeader + t.args.size());
+      t.head[kFrameHeader] = static_cast<char>(kTask);
+      put_u64(t.head + kFrameHeader + 1, t.id);
+      put_u32(t.head + kFrameHeader + 9, t.key);
+      iov_.push_back(iovec{t.head, sizeof t.head});
+      if (!t.args.empty()) iov_.push_back(iovec{t.args.data(), t.args.size()});
+    }
+    // While the socket is full, keep reading the worker's replies (processed later), so that
+    // a worker blocked writing to us can go on reading.
+    const bool ok = send_all(w.fd.get(), iov_, [&] {
+      pollfd p{w.fd.get(), POLLIN | POLLOUT, 0};
+      int r = ::poll(&p, 1, 100);
+      if (r < 0 && errno != EINTR) return false;
+      if (r > 0 && (p.revents & POLLIN)) {
+        if (w.rd.fill(w.fd.get(), false) == 0) return false;
+      }
+      if (r > 0 && (p.revents & (POLLERR | POLLHUP)) && !(p.revents & POLLOUT)) return false;
+      std::lock_guard lk(m_);
+      return !terminating_;
+    });
+    // A dead worker: its sentinel reports it and the death path handles the tasks.
+    if (!ok) w.gone = true;
   }
 
-  void handle_reply(Worker& w, std::string msg) {
-    std::string_view in = msg;
-    auto h = reduction::load_prefix<PoolReplyHeader>(in);
-    if (w.outstanding.empty() || w.outstanding.front().id != h.id) {
+  void handle_reply(Worker& w, std::string_view in) {
+    if (in.size() < kReplyHeader) throw DecodeError("multiprocessing: short pool reply");
+    const std::uint64_t id = get_u64(in.data());
+    const bool failed = in[8] != 0;
+    in.remove_prefix(kReplyHeader);
+    if (w.outstanding.empty() || w.outstanding.front().id != id) {
       throw ProcessError("multiprocessing: pool worker " + std::to_string(w.pid) + " answered an unexpected task");
     }
     Task t = std::move(w.outstanding.front());
     w.outstanding.pop_front();
+    w.outstanding_bytes -= t.args.size();
     ++w.replies;
-    w.head_started = std::chrono::steady_clock::now();
-    if (h.failed) {
-      job_set(*t.job, t.index, {}, rebuild_exception(h.exc_type, h.what, w.pid));
+    if (!w.outstanding.empty()) w.head_started = std::chrono::steady_clock::now();
+    if (failed) {
+      auto e = reduction::load_prefix<PoolErrorInfo>(in);
+      job_set(*t.job, t.index, {}, rebuild_exception(e.exc_type, e.what, w.pid));
     } else {
       job_set(*t.job, t.index, std::string(in), nullptr);
     }
   }
 
-  // Receives every complete reply already sent; false when the worker's end is closed.
+  // Handles every complete reply received or receivable now; false when the worker's end is
+  // closed.
   bool drain(Worker& w) {
-    try {
-      while (w.conn->poll()) handle_reply(w, w.conn->recv_bytes());
-      return true;
-    } catch (const EOFError&) {
-      return false;
+    for (;;) {
+      while (auto f = w.rd.next()) handle_reply(w, *f);
+      const long r = w.rd.fill(w.fd.get(), false);
+      if (r == 0) {
+        while (auto f = w.rd.next()) handle_reply(w, *f);
+        return false;
+      }
+      if (r < 0) return true;
     }
   }
 
@@ -561,7 +910,7 @@ class PoolCore {
         pending_.push_front(std::move(w.outstanding.back()));
         w.outstanding.pop_back();
       }
-    } else if (w.replies == 0 && !timed_out) {
+    } else if (w.replies == 0 && !timed_out && !(code && *code == -SIGKILL)) {
       // Died before finishing anything with nothing to do: its initializer (or start-up)
       // failed. Python respawns forever; give up after a few in a row instead.
       if (++startup_failures_ >= 5) {
@@ -580,15 +929,16 @@ class PoolCore {
   }
 
   void stop_workers() {
-    PoolTaskHeader stop;
-    std::string msg;
-    reduction::dump_into(msg, stop);
+    char stop[kFrameHeader + 1];
+    put_u64(stop, 1);
+    stop[kFrameHeader] = static_cast<char>(kStop);
     for (auto& w : workers_) {
-      if (!w.proc) continue;
-      try {
-        w.conn->send_bytes(msg);
-      } catch (const std::system_error&) {
-      }
+      if (!w.proc || w.gone) continue;
+      std::vector<iovec> iov{iovec{stop, sizeof stop}};
+      (void)send_all(w.fd.get(), iov, [&] {
+        pollfd p{w.fd.get(), POLLOUT, 0};
+        return ::poll(&p, 1, 100) >= 0 || errno == EINTR;
+      });
     }
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     for (auto& w : workers_) {
@@ -604,7 +954,7 @@ class PoolCore {
   }
 
   void loop() {
-    std::vector<connection::Waitable> objs;
+    std::vector<pollfd> fds;
     for (;;) {
       assign();
       {
@@ -616,13 +966,13 @@ class PoolCore {
           break;
         }
       }
-      objs.clear();
-      objs.emplace_back(wake_.get());
+      fds.clear();
+      fds.push_back(pollfd{wake_.get(), POLLIN, 0});
       for (auto& w : workers_) {
-        objs.emplace_back(*w.conn);
-        objs.emplace_back(w.proc->sentinel());
+        fds.push_back(pollfd{w.fd.get(), POLLIN, 0});
+        fds.push_back(pollfd{w.proc->sentinel(), POLLIN, 0});
       }
-      Deadline dl = Deadline::never();
+      int timeout_ms = -1;
       if (options_.task_timeout) {
         auto now = std::chrono::steady_clock::now();
         std::optional<std::chrono::steady_clock::duration> soonest;
@@ -631,21 +981,27 @@ class PoolCore {
           auto left = w.head_started + *options_.task_timeout - now;
           if (!soonest || left < *soonest) soonest = left;
         }
-        if (soonest) dl = Deadline::after(std::max(*soonest, std::chrono::steady_clock::duration::zero()));
-      }
-      auto ready = wait_ready(objs, dl);
-      for (auto idx : ready) {
-        if (idx == 0) {
-          std::uint64_t v;
-          [[maybe_unused]] auto r = ::read(wake_.get(), &v, sizeof v);
-          std::lock_guard lk(m_);
-          wake_pending_ = false;
+        if (soonest) {
+          timeout_ms = static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(
+                                            std::max(*soonest, std::chrono::steady_clock::duration::zero()))
+                                            .count());
         }
+      }
+      int r = ::poll(fds.data(), fds.size(), timeout_ms);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        sys::throw_errno("poll", "pool dispatcher");
+      }
+      if (fds[0].revents) {
+        std::uint64_t v;
+        [[maybe_unused]] auto rr = ::read(wake_.get(), &v, sizeof v);
+        std::lock_guard lk(m_);
+        wake_pending_ = false;
       }
       for (std::size_t i = 0; i < workers_.size(); ++i) {
         auto& w = workers_[i];
-        const bool conn_ready = std::find(ready.begin(), ready.end(), 1 + 2 * i) != ready.end();
-        const bool ended = std::find(ready.begin(), ready.end(), 2 + 2 * i) != ready.end();
+        const bool conn_ready = fds[1 + 2 * i].revents != 0;
+        const bool ended = fds[2 + 2 * i].revents != 0;
         bool alive = true;
         if (conn_ready) alive = drain(w);
         if (ended || !alive) worker_ended(w, false);
@@ -705,16 +1061,28 @@ class PoolCore {
   std::mutex join_m_;
   std::thread thread_;
 
-  std::mutex cache_m_;
-  std::unordered_map<void*, CodeAddress> addr_cache_;
+  std::mutex cache_m_;  // guards the function keys
+  std::vector<std::pair<void*, void*>> fn_pairs_;
+  std::vector<std::shared_ptr<const std::string>> fn_defs_;  // each key's definition frame
+
+  std::vector<iovec> iov_;  // the dispatcher's scratch
 };
 
-std::shared_ptr<PoolJob> core_new_job(PoolCore&, std::size_t nchunks) {
+std::shared_ptr<PoolJob> core_new_job(PoolCore& core, std::size_t nchunks) {
   auto job = std::make_shared<PoolJob>();
   job->slots.resize(nchunks);
   job->remaining = nchunks;
+  job->total = nchunks;
+  job->core = core.weak_from_this();
   return job;
 }
+void job_cancel_pending(PoolJob& job, std::exception_ptr why) noexcept {
+  try {
+    if (auto core = job.core.lock()) core->cancel_job(job, why);
+  } catch (...) {
+  }
+}
+std::vector<pid_t> core_worker_pids(PoolCore& core) { return core.worker_pids(); }
 void core_submit(PoolCore& core, const std::shared_ptr<PoolJob>& job, std::size_t index,
                  PoolTrampoline trampoline, void* fn, std::string args, bool internal) {
   core.submit(job, index, trampoline, fn, std::move(args), internal);

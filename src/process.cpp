@@ -152,32 +152,57 @@ void signal_child(ChildRecord& rec, int sig) {
   if (::kill(rec.pid, sig) != 0 && errno != ESRCH) sys::throw_errno("kill", std::to_string(rec.pid));
 }
 
-void flush_std_streams() noexcept {
-  try {
-    std::cout.flush();
-    std::cerr.flush();
-    std::clog.flush();
-  } catch (...) {
+namespace {
+
+// The buffers through which the C++ standard streams write straight into C stdio (the
+// default, sync_with_stdio(true)), recorded once: a pointer comparison then tells whether a
+// stream may hold data of its own, without a dynamic_cast (whose code and type data a fork
+// child would first have to fault in).
+struct SyncedBuffers {
+  std::streambuf* buf[3] = {};
+  SyncedBuffers() {
+    std::ostream* streams[3] = {&std::cout, &std::cerr, &std::clog};
+    for (int i = 0; i < 3; ++i) {
+      std::streambuf* b = streams[i]->rdbuf();
+      if (dynamic_cast<__gnu_cxx::stdio_sync_filebuf<char>*>(b) != nullptr) buf[i] = b;
+    }
   }
-  std::fflush(nullptr);
+};
+const SyncedBuffers g_synced;
+
+// True when a C stdio stream holds unwritten output. Reads the FILE directly under glibc (what
+// __fpending does, without a call into a libc page the fork child has not touched yet).
+bool stdio_pending(FILE* f) noexcept {
+#ifdef __GLIBC__
+  return f->_IO_write_ptr > f->_IO_write_base;
+#else
+  return __fpending(f) > 0;
+#endif
 }
 
-void flush_child_output() noexcept {
-  // Only what holds data: fflush locks each FILE, and in a fork child every page written
+// _exit, reached through a pointer bound when the program loaded: a first call through the
+// lazily bound PLT would make every fork child look the symbol up (a dozen page faults).
+void (*volatile const g_exit_fn)(int) = ::_exit;
+
+}  // namespace
+
+void flush_std_streams() noexcept {
+  // Only what holds data: fflush locks each FILE, and every page written between two forks
   // costs a copy-on-write fault. With the default sync_with_stdio(true) the C++ standard
-  // streams write straight into C stdio, so __fpending sees their output too.
-  auto synced = [](std::ostream& os) {
-    return dynamic_cast<__gnu_cxx::stdio_sync_filebuf<char>*>(os.rdbuf()) != nullptr;
-  };
+  // streams write straight into C stdio, so the FILE check sees their output too. Other FILEs
+  // are left alone, as Python leaves its other files: a fork child leaves through _exit and
+  // never flushes a copy of them.
+  std::ostream* streams[3] = {&std::cout, &std::cerr, &std::clog};
   try {
-    if (!synced(std::cout)) std::cout.flush();
-    if (!synced(std::cerr)) std::cerr.flush();
-    if (!synced(std::clog)) std::clog.flush();
+    for (int i = 0; i < 3; ++i)
+      if (streams[i]->rdbuf() != g_synced.buf[i]) streams[i]->flush();
   } catch (...) {
   }
-  if (__fpending(stdout) > 0) std::fflush(stdout);
-  if (__fpending(stderr) > 0) std::fflush(stderr);
+  if (stdio_pending(stdout)) std::fflush(stdout);
+  if (stdio_pending(stderr)) std::fflush(stderr);
 }
+
+void flush_child_output() noexcept { flush_std_streams(); }
 
 std::string demangle(const char* mangled) {
   int status = 0;
@@ -208,7 +233,8 @@ void report_uncaught(const std::string& name) noexcept {
 [[noreturn]] void exit_child(int code) noexcept {
   run_child_exit_hooks();
   flush_child_output();
-  ::_exit(code & 0xff);
+  g_exit_fn(code & 0xff);
+  __builtin_unreachable();
 }
 
 int run_target_and_exit(Target& target, const std::string& name) noexcept {
@@ -351,7 +377,7 @@ void Process::start() {
   }
   if (pid == 0) {
     detail::become_child(*rec->child_identity);
-    detail::forget_forkserver_in_fork_child();
+    detail::forget_forkserver_in_fork_child(parent_pid);
     if (daemon_) {
       // Die with the parent, SIGKILL included; re-check in case it died before prctl.
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);

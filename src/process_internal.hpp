@@ -73,7 +73,7 @@ void become_child(ChildIdentity& prepared);
 /// pidfd_open(2): a descriptor readable once pid has ended (close-on-exec).
 int pidfd_open(pid_t pid);
 /// In a fork child: drops the parent's forkserver connection (the child starts its own).
-void forget_forkserver_in_fork_child() noexcept;
+void forget_forkserver_in_fork_child(pid_t parent) noexcept;
 /// In a child about to exit: flushes the standard streams that hold data.
 void flush_child_output() noexcept;
 

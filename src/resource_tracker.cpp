@@ -50,8 +50,29 @@ void remember(int fd) noexcept {
 }
 
 // A fork taken while another thread was starting the tracker must not leave the child with a
-// locked mutex.
-void reinit_in_child() { new (&g_start_mu) std::mutex(); }
+// locked mutex. The count is raised before the mutex is taken and lowered after it is
+// released, so a child that sees zero knows the mutex was free; it then writes nothing (a
+// page written in a fork child costs a copy-on-write fault, and this runs in every fork).
+std::atomic<int> g_start_holders{0};
+void reinit_in_child() {
+  if (g_start_holders.load(std::memory_order_acquire) != 0) {
+    new (&g_start_mu) std::mutex();
+    g_start_holders.store(0, std::memory_order_relaxed);
+  }
+}
+// std::lock_guard on g_start_mu, counted in g_start_holders.
+struct StartLock {
+  StartLock() {
+    g_start_holders.fetch_add(1, std::memory_order_acq_rel);
+    g_start_mu.lock();
+  }
+  ~StartLock() {
+    g_start_mu.unlock();
+    g_start_holders.fetch_sub(1, std::memory_order_acq_rel);
+  }
+  StartLock(const StartLock&) = delete;
+  StartLock& operator=(const StartLock&) = delete;
+};
 const bool g_atfork_registered = (::pthread_atfork(nullptr, nullptr, reinit_in_child), true);
 
 void say(const char* p, size_t n) noexcept {
@@ -244,7 +265,7 @@ bool send_record(char op, std::string_view name) noexcept {
 void ensure_running() {
   (void)g_atfork_registered;
   if (is_ours(g_fd.load(std::memory_order_acquire))) return;
-  std::lock_guard lk(g_start_mu);
+  StartLock lk;
   if (is_ours(g_fd.load(std::memory_order_acquire))) return;
   g_fd.store(-1, std::memory_order_release);  // someone else's number now, if any: never close it
 
@@ -305,7 +326,7 @@ int fd() noexcept {
 pid_t pid() noexcept { return g_pid.load(std::memory_order_relaxed); }
 
 void adopt(UniqueFd fd) noexcept {
-  std::lock_guard lk(g_start_mu);
+  StartLock lk;
   int old = g_fd.exchange(-1, std::memory_order_acq_rel);
   if (is_ours(old)) ::close(old);
   remember(fd.release());
@@ -313,7 +334,7 @@ void adopt(UniqueFd fd) noexcept {
 }
 
 void detach() noexcept {
-  std::lock_guard lk(g_start_mu);
+  StartLock lk;
   int old = g_fd.exchange(-1, std::memory_order_acq_rel);
   if (is_ours(old)) ::close(old);
   g_ino.store(0, std::memory_order_relaxed);

@@ -344,6 +344,8 @@ class AsyncResult {
   // For Pool: the job and how to decode it.
   AsyncResult(std::shared_ptr<detail::PoolJob> job, T (*decode)(detail::PoolJob&))
       : job_(std::move(job)), decode_(decode) {}
+  /// For Pool: the underlying job.
+  detail::PoolJob& job_ref() const { return job(); }
 
  private:
   detail::PoolJob& job() const {
@@ -369,37 +371,61 @@ class Future : public AsyncResult<T> {
   bool done() const { return this->ready(); }
 };
 
-/// The lazy result range of Pool::imap / imap_unordered (Python: IMapIterator). Chunks are
-/// submitted as results are consumed, keeping at most a bounded number in flight. Iterating
-/// blocks for the next result (bounded by worker-death detection); a failed chunk throws its
-/// error from the iterator's increment/begin, after which iteration continues with the next
-/// chunk. Single-pass; not thread-safe.
+/// The lazy result range of Pool::imap / imap_unordered (Python: IMapIterator). The input is
+/// read and encoded, and chunks are submitted, as results are consumed, keeping at most a
+/// bounded number of chunks in flight: an endless input range (std::views::iota(0)) works
+/// with an early break, in bounded memory. Iterating blocks for the next result (bounded by
+/// worker-death detection; interrupted by SIGINT with mp::KeyboardInterrupt); a failed chunk
+/// throws its error from the iterator's increment/begin, after which iteration continues with
+/// the next chunk. Destroying the range cancels its chunks that have not started.
+/// Single-pass; not thread-safe.
 template <class R>
 class IMapRange {
   struct State {
     std::shared_ptr<detail::PoolCore> core;
     std::shared_ptr<detail::PoolJob> job;
-    std::vector<std::string> chunks;  // encoded arguments, moved out when submitted
+    detail::PoolChunkSource source;
     detail::PoolTrampoline trampoline = nullptr;
     void* fn = nullptr;
     bool ordered = true;
+    bool exhausted = false;
     std::size_t window = 1;
     std::size_t submitted = 0;
     std::size_t consumed = 0;  // chunks taken
+    std::size_t items_done = 0;
+    std::unordered_map<std::size_t, std::size_t> sizes;  // elements per chunk in flight
     std::deque<R> buffer;
+    std::shared_ptr<detail::PoolProgress> progress;
 
+    ~State() {
+      if (job) detail::job_cancel_pending(*job);
+    }
     void feed() {
-      while (submitted < chunks.size() && submitted - consumed < window) {
-        detail::core_submit(*core, job, submitted, trampoline, fn, std::move(chunks[submitted]), true);
-        std::string().swap(chunks[submitted]);
+      while (!exhausted && submitted - consumed < window) {
+        auto c = source();
+        if (!c) {
+          exhausted = true;
+          break;
+        }
+        std::string_view head = *c;
+        const auto n = static_cast<std::size_t>(detail::pool_chunk_count(head));
+        const std::size_t i = detail::job_add_chunk(*job);
+        sizes[i] = n;
         ++submitted;
+        detail::core_submit(*core, job, i, trampoline, fn, std::move(*c), true);
       }
     }
     // Fills the buffer with the next chunk's results; false at the end.
     bool refill(std::optional<std::chrono::nanoseconds> timeout) {
       while (buffer.empty()) {
-        if (consumed == chunks.size()) return false;
         feed();
+        if (consumed == submitted) {
+          if (progress) {
+            detail::progress_finish(*progress, items_done);
+            progress.reset();
+          }
+          return false;
+        }
         std::size_t i;
         if (ordered) {
           if (!detail::job_wait_chunk(*job, consumed, timeout)) {
@@ -412,15 +438,19 @@ class IMapRange {
           i = *d;
         }
         ++consumed;
+        items_done += sizes[i];
+        sizes.erase(i);
         feed();
         if (auto e = detail::job_chunk_error(*job, i)) {
           detail::job_release_chunk(*job, i);
+          if (progress) detail::progress_update(*progress, items_done);
           std::rethrow_exception(e);
         }
         std::vector<R> v;
         detail::pool_decode_chunk<R>(detail::job_chunk_data(*job, i), v);
         detail::job_release_chunk(*job, i);
         for (auto& x : v) buffer.push_back(std::move(x));
+        if (progress) detail::progress_update(*progress, items_done);
       }
       return true;
     }
@@ -465,20 +495,48 @@ class IMapRange {
     return r;
   }
 
+  /// Consumes the rest into a vector (throws the first failed chunk's error).
+  std::vector<R> to_vector() {
+    std::vector<R> out;
+    while (s_->refill(std::nullopt)) {
+      for (auto& x : s_->buffer) out.push_back(std::move(x));
+      s_->buffer.clear();
+    }
+    return out;
+  }
+  /// As to_vector(): `std::vector<int> v = executor.map(f, items);`.
+  operator std::vector<R>() { return to_vector(); }
+
+  /// Pre-encoded chunks (all known up front).
   IMapRange(std::shared_ptr<detail::PoolCore> core, std::vector<std::string> chunks,
             detail::PoolTrampoline trampoline, void* fn, bool ordered, std::size_t window)
+      : IMapRange(std::move(core), vector_source(std::move(chunks)), trampoline, fn, ordered, window) {}
+
+  /// Chunks produced on demand by `source`; `progress` (may be null) follows consumption.
+  IMapRange(std::shared_ptr<detail::PoolCore> core, detail::PoolChunkSource source,
+            detail::PoolTrampoline trampoline, void* fn, bool ordered, std::size_t window,
+            std::shared_ptr<detail::PoolProgress> progress = nullptr)
       : s_(std::make_shared<State>()) {
     s_->core = std::move(core);
-    s_->job = detail::core_new_job(*s_->core, chunks.size());
-    s_->chunks = std::move(chunks);
+    s_->job = detail::core_new_job(*s_->core, 0);
+    s_->source = std::move(source);
     s_->trampoline = trampoline;
     s_->fn = fn;
     s_->ordered = ordered;
-    s_->window = window;
+    s_->window = window < 1 ? 1 : window;
+    s_->progress = std::move(progress);
     s_->feed();
   }
 
  private:
+  static detail::PoolChunkSource vector_source(std::vector<std::string> chunks) {
+    auto v = std::make_shared<std::vector<std::string>>(std::move(chunks));
+    auto next = std::make_shared<std::size_t>(0);
+    return [v, next]() -> std::optional<std::string> {
+      if (*next == v->size()) return std::nullopt;
+      return std::move((*v)[(*next)++]);
+    };
+  }
   std::shared_ptr<State> s_;
 };
 
@@ -520,6 +578,15 @@ class Pool {
   auto map(F&& f, const Range& items, std::size_t chunksize = 0) {
     return map_async(std::forward<F>(f), items, chunksize).get();
   }
+  /// map with options: `pool.map(f, items, {.chunksize = 64, .progress = true})` (a progress
+  /// bar on stderr when it is a terminal) or `{.on_progress = [](std::size_t done,
+  /// std::size_t total) {...}}`.
+  template <class F, std::ranges::input_range Range>
+  auto map(F&& f, const Range& items, const MapOptions& options) {
+    auto r = map_async(std::forward<F>(f), items, options.chunksize);
+    follow(r, options, input_size(items));
+    return r.get();
+  }
 
   /// map without blocking: an AsyncResult of the whole result vector.
   template <class F, std::ranges::input_range Range>
@@ -540,6 +607,12 @@ class Pool {
   template <class F, std::ranges::input_range Range>
   auto starmap(F&& f, const Range& items, std::size_t chunksize = 0) {
     return starmap_async(std::forward<F>(f), items, chunksize).get();
+  }
+  template <class F, std::ranges::input_range Range>
+  auto starmap(F&& f, const Range& items, const MapOptions& options) {
+    auto r = starmap_async(std::forward<F>(f), items, options.chunksize);
+    follow(r, options, input_size(items));
+    return r.get();
   }
 
   template <class F, std::ranges::input_range Range>
@@ -582,17 +655,32 @@ class Pool {
                          reinterpret_cast<void*>(fp), &decode_one<R>);
   }
 
-  /// Lazy, ordered results of f over `items` (Python: Pool.imap); chunksize 1 by default. At
-  /// most 2 * processes chunks are in flight ahead of the consumer. Iterate the returned range.
+  /// Lazy, ordered results of f over `items` (Python: Pool.imap); chunksize 1 by default. The
+  /// input is read as results are consumed: at most 2 * processes chunks are in flight ahead
+  /// of the consumer, so an endless range (std::views::iota(0)) with a break works. An lvalue
+  /// range is referenced (it must outlive the iteration), an rvalue one is moved into the
+  /// returned range. Iterate the returned range.
   template <class F, std::ranges::input_range Range>
-  auto imap(F&& f, const Range& items, std::size_t chunksize = 1) {
-    return imap_impl(std::forward<F>(f), items, chunksize, true);
+  auto imap(F&& f, Range&& items, std::size_t chunksize = 1) {
+    return imap_impl(std::forward<F>(f), std::forward<Range>(items), MapOptions{.chunksize = chunksize}, true);
+  }
+  template <class F, std::ranges::input_range Range>
+  auto imap(F&& f, Range&& items, const MapOptions& options) {
+    return imap_impl(std::forward<F>(f), std::forward<Range>(items), options, true);
   }
   /// As imap, results in completion order (Python: Pool.imap_unordered).
   template <class F, std::ranges::input_range Range>
-  auto imap_unordered(F&& f, const Range& items, std::size_t chunksize = 1) {
-    return imap_impl(std::forward<F>(f), items, chunksize, false);
+  auto imap_unordered(F&& f, Range&& items, std::size_t chunksize = 1) {
+    return imap_impl(std::forward<F>(f), std::forward<Range>(items), MapOptions{.chunksize = chunksize}, false);
   }
+  template <class F, std::ranges::input_range Range>
+  auto imap_unordered(F&& f, Range&& items, const MapOptions& options) {
+    return imap_impl(std::forward<F>(f), std::forward<Range>(items), options, false);
+  }
+
+  /// Pids of the live worker processes (changes as workers are replaced). For diagnostics
+  /// and tests.
+  std::vector<pid_t> worker_pids() const { return detail::core_worker_pids(*core_); }
 
   /// No more tasks may be submitted; the workers exit once the queued work is done. Never
   /// blocks.
@@ -641,8 +729,24 @@ class Pool {
     return AsyncResult<T>(std::move(job), decode);
   }
 
+  template <class Range>
+  static std::size_t input_size(const Range& items) {
+    if constexpr (std::ranges::sized_range<const Range>) {
+      return static_cast<std::size_t>(std::ranges::size(items));
+    } else if constexpr (std::ranges::forward_range<const Range>) {
+      return static_cast<std::size_t>(std::ranges::distance(items));
+    } else {
+      return 0;
+    }
+  }
+
+  template <class T>
+  static void follow(const AsyncResult<T>& r, const MapOptions& options, std::size_t total) {
+    if (auto p = detail::progress_start(options, total)) detail::progress_follow(*p, r.job_ref());
+  }
+
   template <class F, class Range>
-  auto imap_impl(F&& f, const Range& items, std::size_t chunksize, bool ordered) {
+  auto imap_impl(F&& f, Range&& items, const MapOptions& options, bool ordered) {
     MP_POOL_CHECK_FUNCTION(F);
     using A = std::ranges::range_value_t<Range>;
     auto fp = detail::pool_fn_pointer(f);
@@ -650,11 +754,15 @@ class Pool {
     using R = detail::pool_value_t<std::invoke_result_t<Fn, A>>;
     static_assert(reduction::Serializable<A> && reduction::Serializable<R>,
                   "mp::Pool::imap: arguments and results must cross a process boundary (see reduction.hpp)");
-    if (chunksize == 0) chunksize = 1;
-    auto chunks = encode(items, chunksize, [](std::string& c, const auto& x) { reduction::dump_into(c, static_cast<const A&>(x)); });
-    return IMapRange<R>(core_, std::move(chunks), &detail::pool_map_trampoline<Fn, A>,
+    detail::core_check_open(*core_);
+    const std::size_t chunksize = options.chunksize == 0 ? 1 : options.chunksize;
+    std::size_t total = 0;
+    if constexpr (std::ranges::sized_range<Range>) total = static_cast<std::size_t>(std::ranges::size(items));
+    auto source = detail::pool_chunk_source(std::views::all(std::forward<Range>(items)), chunksize,
+                                            [](std::string& c, const auto& x) { reduction::dump_into(c, static_cast<const A&>(x)); });
+    return IMapRange<R>(core_, std::move(source), &detail::pool_map_trampoline<Fn, A>,
                         reinterpret_cast<void*>(fp), ordered,
-                        2 * static_cast<std::size_t>(processes()));
+                        2 * static_cast<std::size_t>(processes()), detail::progress_start(options, total));
   }
 
   friend class ProcessPoolExecutor;
@@ -682,10 +790,13 @@ class ProcessPoolExecutor {
     auto r = pool_.apply_async(std::forward<F>(f), std::forward<Args>(args)...);
     return Future<decltype(r.get())>(std::move(r));
   }
-  /// f over `items`, results in order (blocks; Python returns an iterator).
+  /// f over `items`: a lazy range of the results in input order (Python: Executor.map), as
+  /// Pool::imap: the input is submitted as results are consumed, with a bounded look-ahead
+  /// (2 * workers chunks), so an endless input works. `std::vector<R> v = ex.map(f, items);`
+  /// collects everything. A failed task throws its error when its result is reached.
   template <class F, std::ranges::input_range Range>
-  auto map(F&& f, const Range& items, std::size_t chunksize = 1) {
-    return pool_.map(std::forward<F>(f), items, chunksize);
+  auto map(F&& f, Range&& items, std::size_t chunksize = 1) {
+    return pool_.imap(std::forward<F>(f), std::forward<Range>(items), chunksize);
   }
   /// No more submissions. wait: block until the submitted work is done and the workers have
   /// exited. cancel_futures: futures not yet started fail with mp::ProcessError ("cancelled").

@@ -90,7 +90,7 @@ void decode_chunk(std::string_view in, std::vector<R>& out) {
 }
 
 template <class F>
-inline constexpr bool function_v = ::multiprocessing::FunctionLike<std::decay_t<F>>;
+inline constexpr bool function_v = ::multiprocessing::detail::FunctionLike<std::decay_t<F>>;
 
 #define MP_MPI_CHECK_FUNCTION(F)                                                             \
   static_assert(::multiprocessing::mpi::detail::function_v<F>,                               \
