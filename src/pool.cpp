@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -181,8 +182,55 @@ struct PoolWorkerConfig {
 /// Borrowed in the parent (which closes its copy after start()); owned by the worker.
 struct PoolChannel {
   int fd = -1;
-  void mp_reduce(Writer& w) const { w.write_varint(w.add_fd(fd)); }
-  static PoolChannel mp_rebuild(Reader& r) { return PoolChannel{r.take_fd(static_cast<std::size_t>(r.read_varint()))}; }
+  int counters = -1;  // a memfd holding the worker's PoolCounters
+  void mp_reduce(Writer& w) const {
+    w.write_varint(w.add_fd(fd));
+    w.write_varint(w.add_fd(counters));
+  }
+  static PoolChannel mp_rebuild(Reader& r) {
+    PoolChannel c;
+    c.fd = r.take_fd(static_cast<std::size_t>(r.read_varint()));
+    c.counters = r.take_fd(static_cast<std::size_t>(r.read_varint()));
+    return c;
+  }
+};
+
+/// Shared between a worker and the parent: chunks the worker has started and finished. A
+/// worker sends its replies in batches; when it dies, these tell the parent which chunk was
+/// running (that one fails) and which had finished without their replies sent (those run
+/// again), so a death fails exactly the chunk that was running.
+struct PoolCounters {
+  std::atomic<std::uint64_t> started{0};
+  std::atomic<std::uint64_t> finished{0};
+};
+constexpr std::size_t kCountersSize = 4096;
+
+/// A MAP_SHARED mapping of a PoolCounters memfd.
+class CountersMap {
+ public:
+  CountersMap() = default;
+  explicit CountersMap(int fd) {
+    void* p = ::mmap(nullptr, kCountersSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) sys::throw_errno("mmap", "pool worker counters");
+    p_ = static_cast<PoolCounters*>(p);
+  }
+  CountersMap(CountersMap&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+  CountersMap& operator=(CountersMap&& o) noexcept {
+    if (this != &o) {
+      reset();
+      p_ = std::exchange(o.p_, nullptr);
+    }
+    return *this;
+  }
+  ~CountersMap() { reset(); }
+  PoolCounters* get() const { return p_; }
+
+ private:
+  void reset() {
+    if (p_) ::munmap(p_, kCountersSize);
+    p_ = nullptr;
+  }
+  PoolCounters* p_ = nullptr;
 };
 
 namespace {
@@ -224,6 +272,12 @@ void pool_worker_main(PoolChannel channel, PoolWorkerConfig cfg) {
   // an interrupt means (pool.hpp), a worker must not die mid-task because of it.
   ::signal(SIGINT, SIG_IGN);
   UniqueFd fd(channel.fd);
+  CountersMap counters_map;
+  {
+    UniqueFd cfd(channel.counters);
+    counters_map = CountersMap(cfd.get());
+  }
+  PoolCounters& counters = *counters_map.get();
   if (cfg.has_initializer) {
     auto init = reinterpret_cast<void (*)()>(decode_code_address(CodeAddress{cfg.init_object, cfg.init_offset}));
     init();
@@ -234,17 +288,35 @@ void pool_worker_main(PoolChannel channel, PoolWorkerConfig cfg) {
   };
   std::unordered_map<std::uint32_t, Fn> fns;
   FrameReader rd;
-  std::string out;
+  std::string out;  // replies not sent yet, each a whole frame
   std::vector<iovec> iov(1);
   std::int64_t done = 0;
+  using clock = std::chrono::steady_clock;
+  clock::time_point oldest{};  // when the first unsent reply was made
+  // Sends the batched replies; false when the pool went away.
+  auto flush = [&]() -> bool {
+    if (out.empty()) return true;
+    iov.assign(1, iovec{out.data(), out.size()});
+    // Blocking: the parent always reads its workers (it never waits on a worker's reader).
+    const bool ok = send_all(fd.get(), iov, [&] {
+      pollfd p{fd.get(), POLLOUT, 0};
+      return ::poll(&p, 1, -1) >= 0 || errno == EINTR;
+    });
+    out.clear();
+    return ok;
+  };
   for (;;) {
     auto f = rd.next();
     if (!f) {
+      if (!flush()) return;  // about to wait: the parent gets everything finished so far
       if (rd.fill(fd.get(), true) == 0) return;  // the pool went away
       continue;
     }
     std::string_view in = *f;
-    if (in.empty() || in[0] == kStop) return;
+    if (in.empty() || in[0] == kStop) {
+      flush();
+      return;
+    }
     if (in[0] == kDefine) {
       if (in.size() < 5) throw DecodeError("multiprocessing: short pool definition frame");
       const std::uint32_t key = get_u32(in.data() + 1);
@@ -259,29 +331,31 @@ void pool_worker_main(PoolChannel channel, PoolWorkerConfig cfg) {
     auto it = fns.find(get_u32(in.data() + 9));
     if (it == fns.end()) throw DecodeError("multiprocessing: pool task names an undefined function");
     in.remove_prefix(kTaskHeader);
-    out.assign(kFrameHeader + kReplyHeader, '\0');
-    put_u64(out.data() + kFrameHeader, id);
+    const std::size_t at = out.size();
+    if (at == 0) oldest = clock::now();
+    out.append(kFrameHeader + kReplyHeader, '\0');
+    put_u64(out.data() + at + kFrameHeader, id);
+    counters.started.store(counters.started.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     try {
       it->second.tramp(it->second.fn, in, out);
     } catch (const std::exception& e) {
-      out.resize(kFrameHeader + kReplyHeader);
-      out[kFrameHeader + 8] = 1;
+      out.resize(at + kFrameHeader + kReplyHeader);
+      out[at + kFrameHeader + 8] = 1;
       reduction::dump_into(out, PoolErrorInfo{exception_type_name(e), e.what()});
     } catch (...) {
-      out.resize(kFrameHeader + kReplyHeader);
-      out[kFrameHeader + 8] = 1;
+      out.resize(at + kFrameHeader + kReplyHeader);
+      out[at + kFrameHeader + 8] = 1;
       reduction::dump_into(out, PoolErrorInfo{"unknown exception", "(not derived from std::exception)"});
     }
-    put_u64(out.data(), out.size() - kFrameHeader);
-    iov.assign(1, iovec{out.data(), out.size()});
-    // Blocking: the parent always reads its workers (it never waits on a worker's reader).
-    if (!send_all(fd.get(), iov, [&] {
-          pollfd p{fd.get(), POLLOUT, 0};
-          return ::poll(&p, 1, -1) >= 0 || errno == EINTR;
-        })) {
-      return;  // the pool went away
+    counters.finished.store(counters.finished.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    put_u64(out.data() + at, out.size() - at - kFrameHeader);
+    const bool last = cfg.maxtasks > 0 && ++done >= cfg.maxtasks;
+    // Replies go out in batches while more chunks wait here, but none waits longer than a
+    // millisecond (imap consumers and progress see results promptly) nor beyond 64 KiB.
+    if (last || out.size() >= 64 * 1024 || clock::now() - oldest >= std::chrono::milliseconds(1)) {
+      if (!flush()) return;
     }
-    if (cfg.maxtasks > 0 && ++done >= cfg.maxtasks) return;
+    if (last) return;
   }
 }
 
@@ -536,6 +610,7 @@ struct Task {
 struct Worker {
   std::unique_ptr<Process> proc;
   UniqueFd fd;
+  CountersMap counters;
   FrameReader rd;
   pid_t pid = 0;
   std::deque<Task> outstanding;  // sent, no reply yet; the front one runs
@@ -733,14 +808,20 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
 
   void start_worker(Worker& w) {
     auto [mine, theirs] = sys::make_socketpair();
+    UniqueFd cfd(::memfd_create("mp-pool-worker", MFD_CLOEXEC));
+    if (!cfd) sys::throw_errno("memfd_create", "pool worker counters");
+    if (::ftruncate(cfd.get(), kCountersSize) != 0) sys::throw_errno("ftruncate", "pool worker counters");
+    CountersMap counters(cfd.get());
     ProcessOptions po;
     po.name = "PoolWorker-" + std::to_string(++worker_counter_);
     po.daemon = true;
     po.start_method = method_;
-    auto p = std::make_unique<Process>(po, &pool_worker_main, PoolChannel{theirs.get()}, cfg_);
+    auto p = std::make_unique<Process>(po, &pool_worker_main, PoolChannel{theirs.get(), cfd.get()}, cfg_);
     p->start();
     theirs.reset();
+    cfd.reset();
     w = Worker{};
+    w.counters = std::move(counters);
     w.fd = std::move(mine);
     w.pid = p->pid().value_or(0);
     {
@@ -892,6 +973,35 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
       w.proc->join();
     }
     const auto code = w.proc->exitcode();
+    if (!timed_out && !w.outstanding.empty()) {
+      // Which chunk was running: the worker started `started` chunks and finished
+      // `finished`; the parent has `replies` replies. The outstanding chunks before the
+      // running one finished without their replies sent: they run again elsewhere.
+      const std::uint64_t started = w.counters.get()->started.load();
+      const std::uint64_t finished = w.counters.get()->finished.load();
+      const auto replies = static_cast<std::uint64_t>(w.replies);
+      std::size_t unsent = finished > replies ? static_cast<std::size_t>(finished - replies) : 0;
+      unsent = std::min(unsent, w.outstanding.size());
+      const bool running = started > finished;
+      const bool by_signal = code && *code < 0;
+      std::deque<Task> again;
+      for (std::size_t i = 0; i < unsent; ++i) {
+        again.push_back(std::move(w.outstanding.front()));
+        w.outstanding.pop_front();
+      }
+      if (!running && by_signal) {
+        // Killed between chunks: nothing it ran is lost; everything runs again.
+        while (!w.outstanding.empty()) {
+          again.push_back(std::move(w.outstanding.front()));
+          w.outstanding.pop_front();
+        }
+      }
+      std::lock_guard lk(m_);
+      while (!again.empty()) {
+        pending_.push_front(std::move(again.back()));
+        again.pop_back();
+      }
+    }
     if (!w.outstanding.empty()) {
       Task head = std::move(w.outstanding.front());
       w.outstanding.pop_front();
