@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <iostream>
+#include <ranges>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -38,6 +39,20 @@ int main(int argc, char** argv) {
   mp::AsyncResult<int> ar = pool.apply_async(square, 12);
   if (ar.wait_for(5s)) std::cout << ar.get() << " (apply_async)" << std::endl;
 
+  // Progress: a bar on stderr when it is a terminal (silent otherwise), or a callback.
+  auto many = pool.map(square, std::vector<int>(2000, 3), {.chunksize = 50, .progress = true});
+  std::cout << many.size() << " results (map with a progress bar)" << std::endl;
+  pool.map(square, items, {.on_progress = [](std::size_t done, std::size_t total) {
+                             if (done == total) std::cout << done << "/" << total << " done (progress callback)" << std::endl;
+                           }});
+
+  // imap reads its input lazily: an endless range with a break.
+  for (int y : pool.imap(square, std::views::iota(1))) {
+    if (y > 50) break;
+    std::cout << y << ' ';
+  }
+  std::cout << "(imap over an endless range)" << std::endl;
+
   try {
     pool.map(picky, items);
   } catch (const std::invalid_argument& e) {  // a std exception comes back as itself
@@ -49,5 +64,10 @@ int main(int argc, char** argv) {
   mp::ProcessPoolExecutor ex(2);
   auto fut = ex.submit(square, 9);
   std::cout << fut.get() << " (executor)" << std::endl;
+  for (int y : ex.map(square, items)) std::cout << y << ' ';  // lazy, in order
+  std::cout << "(executor map)" << std::endl;
   ex.shutdown();
+
+  // Ctrl-C while a pool call waits throws mp::KeyboardInterrupt in that call:
+  //   try { pool.map(slow, items); } catch (const mp::KeyboardInterrupt&) { /* cleanup */ }
 }

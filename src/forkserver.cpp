@@ -15,6 +15,7 @@
 #include <fcntl.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -22,6 +23,8 @@
 #include "process_internal.hpp"
 #include "spawn_internal.hpp"
 #include "sys.hpp"
+
+extern char** environ;
 
 namespace multiprocessing::detail {
 
@@ -33,6 +36,7 @@ struct Client {
   pid_t owner = 0;             // the process that started the server
   pid_t server = -1;
   UniqueFd control;
+  std::uint64_t env_hash = 0;  // the environment the server started with
 };
 std::atomic<Client*> g_client_ptr{new Client};
 
@@ -83,8 +87,9 @@ bool server_alive_locked(Client* c) {
 }
 
 void start_server_locked(Client* c) {
+  const std::uint64_t env_hash = environment_hash();
   auto [mine, theirs] = sys::make_socketpair();
-  pid_t pid = spawn_helper("--mp-forkserver", theirs.get());
+  pid_t pid = spawn_helper("--mp-forkserver", theirs.get(), /*bind_now=*/true);
   theirs.reset();
   char ready = 0;
   if (!sys::poll_one(mine.get(), POLLIN, Deadline::after(kBootTimeout)) ||
@@ -95,6 +100,7 @@ void start_server_locked(Client* c) {
   }
   c->owner = ::getpid();
   c->server = pid;
+  c->env_hash = env_hash;
   c->control = std::move(mine);
 }
 
@@ -126,12 +132,23 @@ void forget_forkserver_in_fork_child(pid_t parent) noexcept {
 
 std::shared_ptr<ChildRecord> launch_forkserver(const LaunchRequest& req) {
   auto boot = make_boot_message(req.name, req.daemon, req.identity, StartMethod::forkserver, req.call);
+  // The child starts where this process is now, with its environment, as under fork and
+  // spawn (Python's forkserver children keep the server's).
+  if (char* cwd = ::getcwd(nullptr, 0)) {
+    boot.cwd = cwd;
+    std::free(cwd);
+  }
+  const std::uint64_t env_hash = environment_hash();
   auto [boot_parent, boot_child] = sys::make_socketpair();
   auto [status_parent, status_server] = sys::make_socketpair();
   {
     Client* c = client();
     std::lock_guard g(c->m);
     if (!server_alive_locked(c)) start_server_locked(c);
+    if (env_hash != c->env_hash) {
+      boot.set_environment = true;
+      for (char** e = environ; *e; ++e) boot.environment.emplace_back(*e);
+    }
     // The request: the daemon flag, which of this process's 0, 1, 2 follow (a closed one
     // cannot travel), then the descriptors: boot channel, status channel, the standard ones.
     // The child gets this process's current standard streams, as under fork and spawn.
@@ -174,6 +191,7 @@ std::shared_ptr<ChildRecord> launch_forkserver(const LaunchRequest& req) {
 }
 
 [[noreturn]] void run_forkserver(int control_fd) {
+  forget_bind_now_request();
   ::signal(SIGINT, SIG_IGN);  // Ctrl-C reaches the whole group; the parent decides
   sigset_t chld;
   sigemptyset(&chld);

@@ -7,6 +7,9 @@
 
 #include <fcntl.h>
 
+#include <cstdlib>
+#include <vector>
+
 #include "process_internal.hpp"
 #include "spawn_internal.hpp"
 #include "sys.hpp"
@@ -18,8 +21,8 @@ namespace multiprocessing::detail {
 namespace {
 
 // posix_spawn of /proc/self/exe with `mode` and the channel `fd` as descriptor 3; the child
-// inherits 0, 1, 2 and 3 only.
-pid_t spawn_self(const char* mode, int fd) {
+// inherits 0, 1, 2 and 3 only. `envp`: the environment (default: this process's).
+pid_t spawn_self(const char* mode, int fd, char** envp = environ) {
   UniqueFd moved;
   if (fd == 3) {
     // dup2(3, 3) would leave close-on-exec set: move it out of the way first.
@@ -34,7 +37,7 @@ pid_t spawn_self(const char* mode, int fd) {
   std::string argv0 = program_argv0();
   char* argv[] = {argv0.data(), const_cast<char*>(mode), const_cast<char*>("3"), nullptr};
   pid_t pid = -1;
-  int err = ::posix_spawn(&pid, "/proc/self/exe", &fa, nullptr, argv, environ);
+  int err = ::posix_spawn(&pid, "/proc/self/exe", &fa, nullptr, argv, envp);
   posix_spawn_file_actions_destroy(&fa);
   if (err != 0) sys::throw_errno(err, "posix_spawn", "/proc/self/exe");
   return pid;
@@ -42,7 +45,25 @@ pid_t spawn_self(const char* mode, int fd) {
 
 }  // namespace
 
-pid_t spawn_helper(const char* mode, int fd) { return spawn_self(mode, fd); }
+pid_t spawn_helper(const char* mode, int fd, bool bind_now) {
+  if (!bind_now || ::getenv("LD_BIND_NOW") != nullptr) return spawn_self(mode, fd);
+  // The dynamic loader then binds every symbol when the helper starts, so that processes it
+  // forks do not each look up the functions they call first (each lookup faults in pages of
+  // symbol tables, in every child). The helper removes both variables again (see
+  // forget_bind_now_request) so that its children do not see them.
+  std::vector<char*> env;
+  for (char** e = environ; *e; ++e) env.push_back(*e);
+  env.push_back(const_cast<char*>("LD_BIND_NOW=1"));
+  env.push_back(const_cast<char*>("MP_HELPER_BIND_NOW=1"));
+  env.push_back(nullptr);
+  return spawn_self(mode, fd, env.data());
+}
+
+void forget_bind_now_request() noexcept {
+  if (::getenv("MP_HELPER_BIND_NOW") == nullptr) return;
+  ::unsetenv("MP_HELPER_BIND_NOW");
+  ::unsetenv("LD_BIND_NOW");
+}
 
 std::shared_ptr<ChildRecord> launch_spawn(const LaunchRequest& req) {
   auto boot = make_boot_message(req.name, req.daemon, req.identity, StartMethod::spawn, req.call);

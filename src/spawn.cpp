@@ -17,6 +17,8 @@
 #include "process_internal.hpp"
 #include "sys.hpp"
 
+extern char** environ;
+
 namespace multiprocessing::detail {
 
 // --- code addresses ---------------------------------------------------------------------
@@ -86,6 +88,15 @@ void* decode_code_address(const CodeAddress& c) {
 }
 
 // --- boot messages ------------------------------------------------------------------------
+
+std::uint64_t environment_hash() noexcept {
+  std::uint64_t h = 1469598103934665603ull;  // FNV-1a over the entries, NUL-separated
+  for (char** e = environ; e && *e; ++e) {
+    for (const char* c = *e; *c; ++c) h = (h ^ static_cast<unsigned char>(*c)) * 1099511628211ull;
+    h = (h ^ 0xffu) * 1099511628211ull;
+  }
+  return h;
+}
 
 BootMessage make_boot_message(const std::string& name, bool daemon, std::vector<int> identity,
                               StartMethod method, const SpawnCall& call) {
@@ -224,6 +235,14 @@ void write_ack(int fd, char kind, const std::string& text) {
     id.identity->daemon = boot.daemon;
     id.identity->parent.emplace(boot.parent_pid, boot.parent_name);
     become_child(id);
+    if (!boot.cwd.empty() && ::chdir(boot.cwd.c_str()) != 0) {
+      // The parent's directory is gone or closed to us: stay where the server is, as a
+      // Python forkserver child would.
+    }
+    if (boot.set_environment) {
+      ::clearenv();
+      for (const std::string& kv : boot.environment) ::putenv(::strdup(kv.c_str()));
+    }
     if (boot.daemon && static_cast<StartMethod>(boot.method) == StartMethod::spawn) {
       // Die with the parent, SIGKILL included; re-check in case it died before prctl.
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);

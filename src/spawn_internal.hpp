@@ -40,7 +40,15 @@ struct BootMessage {
   std::string args;     // the arguments, one codec message
   std::uint32_t nfds = 0;  // descriptors sent beside the message (SCM_RIGHTS)
   bool with_tracker = false;  // one more descriptor follows: the resource tracker's
+  // forkserver only: the parent's working directory, and its environment when it differs
+  // from the one the server started with (a fork or spawn child gets both from the parent).
+  std::string cwd;
+  bool set_environment = false;
+  std::vector<std::string> environment;
 };
+
+/// A hash of this process's environment (to tell whether it changed).
+std::uint64_t environment_hash() noexcept;
 
 inline constexpr size_t kMaxBootFds = 250;  // SCM_MAX_FD is 253
 
@@ -60,7 +68,9 @@ void wait_boot_ack(int boot_fd, int child_ended_fd, const std::string& name, con
 [[noreturn]] void run_boot(int boot_fd);
 
 /// posix_spawn of /proc/self/exe with argv[1] = mode and fd as descriptor 3 (only 0-3 inherited).
-pid_t spawn_helper(const char* mode, int fd);
+pid_t spawn_helper(const char* mode, int fd, bool bind_now = false);
+/// In a helper started with bind_now: removes the variables that asked for it.
+void forget_bind_now_request() noexcept;
 
 /// What a launcher needs for one child.
 struct LaunchRequest {

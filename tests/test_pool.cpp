@@ -182,6 +182,43 @@ TEST_P(PoolTest, KilledWorkerFailsOnlyItsTask) {
   EXPECT_EQ(pool.apply(square, 9), 81);
 }
 
+TEST_P(PoolTest, PoisonTaskAmongManyFailsAloneAndOnce) {
+  // Workers run queued chunks back to back and send their replies in batches; a death must
+  // still fail exactly the chunk that was running and lose no finished result.
+  mp::Pool pool(opts(method(), 2));
+  std::vector<int> in = range(400);
+  in[137] = -1;
+  int lost = 0;
+  std::vector<int> got;
+  auto it = pool.imap(die_if_negative, in);
+  for (;;) {
+    try {
+      auto v = it.next_for(30s);
+      if (!v) break;
+      got.push_back(*v);
+    } catch (const mp::WorkerLostError& e) {
+      ++lost;
+      EXPECT_NE(std::string(e.what()).find("chunk 138 "), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(lost, 1);
+  std::vector<int> want;
+  for (int x : in) {
+    if (x >= 0) want.push_back(x * 10);
+  }
+  EXPECT_EQ(got, want);
+  // The same through apply_async: only the poisoned one fails.
+  std::vector<mp::AsyncResult<int>> rs;
+  for (int x : in) rs.push_back(pool.apply_async(die_if_negative, x));
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] < 0) {
+      EXPECT_THROW(rs[i].get(), mp::WorkerLostError);
+    } else {
+      EXPECT_EQ(rs[i].get(), in[i] * 10);
+    }
+  }
+}
+
 TEST_P(PoolTest, TaskTimeoutKillsTheWorker) {
   auto o = opts(method(), 1);
   o.task_timeout = std::chrono::milliseconds(1000);  // generous: the machine may be loaded

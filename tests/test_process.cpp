@@ -579,6 +579,46 @@ TEST_P(ProcessTest, ContextMakesQueuesAndPools) {
   EXPECT_EQ(pool.map(triple, std::vector<int>{1, 2, 3}), (std::vector<int>{3, 6, 9}));
 }
 
+int environment_is_the_parents() {
+  // The forkserver is started with LD_BIND_NOW (see popen_spawn.cpp); its children must not
+  // inherit that request.
+  return std::getenv("MP_HELPER_BIND_NOW") == nullptr && std::getenv("LD_BIND_NOW") == nullptr &&
+                 std::getenv("MP_TEST_MARKER") != nullptr
+             ? 0
+             : 4;
+}
+
+int cwd_is(std::string expected) {
+  char* cwd = ::getcwd(nullptr, 0);
+  bool same = cwd != nullptr && expected == cwd;
+  std::free(cwd);
+  return same ? 0 : 5;
+}
+
+TEST_P(ProcessTest, ChildSeesTheParentsEnvironmentAndDirectory) {
+  if (std::getenv("LD_BIND_NOW") != nullptr) GTEST_SKIP() << "LD_BIND_NOW is set for this run";
+  // Changed after any forkserver started: its children must still see the parent's state.
+  mp::Process warm(do_nothing);
+  warm.start();
+  warm.join();
+  ::setenv("MP_TEST_MARKER", "1", 1);
+  mp::Process p(environment_is_the_parents);
+  p.start();
+  p.join();
+  ::unsetenv("MP_TEST_MARKER");
+  EXPECT_EQ(p.exitcode(), 0);
+
+  char* old = ::getcwd(nullptr, 0);
+  ASSERT_NE(old, nullptr);
+  ASSERT_EQ(::chdir("/"), 0);
+  mp::Process q(cwd_is, std::string("/"));
+  q.start();
+  q.join();
+  EXPECT_EQ(::chdir(old), 0);
+  std::free(old);
+  EXPECT_EQ(q.exitcode(), 0);
+}
+
 template <mp::StartMethod M>
 void check_static_context(int base) {
   auto ctx = mp::get_context<M>();

@@ -32,6 +32,7 @@
 // wrapping imap in tqdm).
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <concepts>
 #include <cstddef>
@@ -137,6 +138,7 @@ template <class Fn, class A>
 void pool_map_trampoline(void* fn, std::string_view in, std::string& out) {
   Fn f = reinterpret_cast<Fn>(fn);
   const auto n = pool_chunk_count(in);
+  out.reserve(out.size() + std::min<std::size_t>(in.size() + in.size() / 4 + 16, std::size_t{4} << 20));
   reduction::dump_into(out, n);
   for (std::uint64_t i = 0; i < n; ++i) {
     A a = reduction::load_prefix<A>(in);
@@ -161,7 +163,8 @@ void pool_star_trampoline(void* fn, std::string_view in, std::string& out) {
 template <class R>
 void pool_decode_chunk(std::string_view in, std::vector<R>& out) {
   const auto n = pool_chunk_count(in);
-  out.reserve(out.size() + n);
+  // Geometric growth: an exact reserve per chunk would copy the vector once per chunk.
+  if (out.capacity() - out.size() < n) out.reserve(std::max<std::size_t>(out.size() + n, 2 * out.capacity()));
   for (std::uint64_t i = 0; i < n; ++i) out.push_back(reduction::load_prefix<R>(in));
 }
 
@@ -258,6 +261,14 @@ std::string pool_encode_one_chunk(It& first, const S& last, std::size_t chunksiz
   std::size_t n = 0;
   reduction::dump_into(c, std::uint64_t{0});  // placeholder count, patched below
   const std::size_t count_size = c.size();
+  if (first != last && n < chunksize) {
+    enc(c, *first);
+    ++first;
+    ++n;
+    // Room for the rest at the first element's size: no regrowth copies for uniform data.
+    const std::size_t guess = (c.size() - count_size) * (chunksize - 1) + (c.size() - count_size) * chunksize / 8;
+    c.reserve(c.size() + std::min<std::size_t>(guess, std::size_t{4} << 20));
+  }
   for (; first != last && n < chunksize; ++first, ++n) enc(c, *first);
   std::string head;
   reduction::dump_into(head, static_cast<std::uint64_t>(n));
@@ -598,9 +609,9 @@ class Pool {
     using R = detail::pool_value_t<std::invoke_result_t<Fn, A>>;
     static_assert(reduction::Serializable<A>, "mp::Pool::map: the argument type cannot cross a process boundary (see reduction.hpp)");
     static_assert(reduction::Serializable<R>, "mp::Pool::map: the result type cannot cross a process boundary (see reduction.hpp)");
-    auto chunks = encode(items, chunksize, [](std::string& c, const auto& x) { reduction::dump_into(c, static_cast<const A&>(x)); });
-    return submit_all<std::vector<R>>(std::move(chunks), &detail::pool_map_trampoline<Fn, A>,
-                                      reinterpret_cast<void*>(fp), &detail::pool_decode_all<R>);
+    return submit_range<std::vector<R>>(
+        items, chunksize, [](std::string& c, const auto& x) { reduction::dump_into(c, static_cast<const A&>(x)); },
+        &detail::pool_map_trampoline<Fn, A>, reinterpret_cast<void*>(fp), &detail::pool_decode_all<R>);
   }
 
   /// f(args...) for every tuple of `items`, in order (Python: Pool.starmap). Blocks.
@@ -624,9 +635,9 @@ class Pool {
     using R = detail::pool_value_t<decltype(std::apply(fp, std::declval<T>()))>;
     static_assert(reduction::Serializable<T> && reduction::Serializable<R>,
                   "mp::Pool::starmap: arguments and results must cross a process boundary (see reduction.hpp)");
-    auto chunks = encode(items, chunksize, [](std::string& c, const auto& x) { reduction::dump_into(c, static_cast<const T&>(x)); });
-    return submit_all<std::vector<R>>(std::move(chunks), &detail::pool_star_trampoline<Fn, T>,
-                                      reinterpret_cast<void*>(fp), &detail::pool_decode_all<R>);
+    return submit_range<std::vector<R>>(
+        items, chunksize, [](std::string& c, const auto& x) { reduction::dump_into(c, static_cast<const T&>(x)); },
+        &detail::pool_star_trampoline<Fn, T>, reinterpret_cast<void*>(fp), &detail::pool_decode_all<R>);
   }
 
   /// f(args...) in one worker; blocks for its value (Python: Pool.apply).
@@ -717,6 +728,31 @@ class Pool {
       if (chunksize == 0) chunksize = 1;
     }
     return detail::pool_encode_chunks(std::ranges::begin(items), std::ranges::end(items), chunksize, enc);
+  }
+
+  // Encodes and submits chunk by chunk, so the workers start while the rest is encoded.
+  template <class T, class Range, class Enc>
+  AsyncResult<T> submit_range(const Range& items, std::size_t chunksize, Enc enc, detail::PoolTrampoline tr, void* fn,
+                              T (*decode)(detail::PoolJob&)) {
+    if constexpr (!std::ranges::forward_range<const Range>) {
+      return submit_all<T>(encode(items, chunksize, enc), tr, fn, decode);
+    } else {
+      detail::core_check_open(*core_);
+      const std::size_t n = input_size(items);
+      if (chunksize == 0) {
+        const std::size_t div = 4 * static_cast<std::size_t>(processes());
+        chunksize = (n + div - 1) / div;
+        if (chunksize == 0) chunksize = 1;
+      }
+      const std::size_t nchunks = (n + chunksize - 1) / chunksize;
+      auto job = detail::core_new_job(*core_, nchunks);
+      auto first = std::ranges::begin(items);
+      const auto last = std::ranges::end(items);
+      for (std::size_t i = 0; i < nchunks; ++i) {
+        detail::core_submit(*core_, job, i, tr, fn, detail::pool_encode_one_chunk(first, last, chunksize, enc));
+      }
+      return AsyncResult<T>(std::move(job), decode);
+    }
   }
 
   template <class T>

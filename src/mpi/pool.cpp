@@ -13,8 +13,8 @@
 // Wire format (all integers little-endian, as the hosts of one job share a byte order):
 //   task   (tag 1): u64 task id, u64 pool id, three code addresses (trampoline, function,
 //                   initializer or none), then the chunk's encoded arguments.
-//   reply  (tag 2): u64 task id, u8 status (0 ok, 1 exception), i32 pid, then the encoded
-//                   results, or u32 length + exception type name + what().
+//   reply  (tag 2): u64 task id, u8 status (0 ok, 1 exception), i32 pid, u32 run time (us),
+//                   then the encoded results, or u32 length + exception type name + what().
 //   stop   (tag 3): empty; the worker leaves its loop.
 // A code address is u16 length + object name ("" for the main program, 0xffff for none)
 // + u64 offset into that object.
@@ -377,7 +377,6 @@ class Backend {
   // `workers` of `comm` (MPI_COMM_WORLD, or the intercommunicator of MPI_Comm_spawn).
   Backend(Mode mode, MPI_Comm comm, std::vector<int> workers) : mode_(mode), comm_(comm), workers_(std::move(workers)) {
     busy_.assign(workers_.size(), 0);
-    last_reply_.assign(workers_.size(), {});
     thread_ = std::thread([this] { mode_ == Mode::local ? run_local() : run_mpi(); });
   }
   ~Backend() { shutdown(); }
@@ -455,7 +454,7 @@ class Backend {
       if (queue_.empty()) break;
       Task t = std::move(queue_.front());
       queue_.pop_front();
-      inflight_.emplace(0, Inflight{t, 0, {}});
+      inflight_.emplace(0, Inflight{t, 0});
       lk.unlock();
       std::string out(1, '\0');
       if (t.init && inited.insert(t.pool).second) {
@@ -500,7 +499,6 @@ class Backend {
   struct Inflight {
     Task task;
     std::size_t worker = 0;
-    std::chrono::steady_clock::time_point sent;
   };
   struct Send {
     MPI_Request req;
@@ -589,7 +587,7 @@ class Backend {
             auto& s = sends.back();
             MPI_Isend(s.buf.data(), static_cast<int>(s.buf.size()), MPI_BYTE, workers_[w], kTagTask, comm_, &s.req);
             ++busy_[w];
-            inflight_.emplace(id, Inflight{std::move(*t), w, std::chrono::steady_clock::now()});
+            inflight_.emplace(id, Inflight{std::move(*t), w});
             progress = true;
           }
         }
@@ -649,32 +647,27 @@ class Backend {
       auto id = get<std::uint64_t>(v);
       get<std::uint8_t>(v);
       pid = get<std::int32_t>(v);
+      const double us = get<std::uint32_t>(v);
       std::lock_guard lk(mu_);
       auto it = inflight_.find(id);
       if (it == inflight_.end()) return;
       t = std::move(it->second.task);
-      // Service time of one chunk: the gap since the worker's previous reply when it had
-      // this chunk queued behind another, else the whole round trip.
-      const auto w = it->second.worker;
-      const auto now = std::chrono::steady_clock::now();
-      const auto since = busy_[w] >= 2 && last_reply_[w] > it->second.sent ? now - last_reply_[w] : now - it->second.sent;
-      const double us = std::chrono::duration<double, std::micro>(since).count();
+      // The chunk's run time as the worker measured it (not the round trip, which the
+      // scheduling of an oversubscribed host inflates).
       ema_us_ = ema_us_ < 0 ? us : 0.8 * ema_us_ + 0.2 * us;
-      last_reply_[w] = now;
-      --busy_[w];
+      --busy_[it->second.worker];
       inflight_.erase(it);
       done_one(t.pool);
     } catch (...) {
       return;  // a corrupt reply cannot be matched to a task
     }
-    deliver(t, reply, 8, 13, pid, "MPI rank " + std::to_string(source) + (mode_ == Mode::spawned ? " (spawned)" : ""));
+    deliver(t, reply, 8, 17, pid, "MPI rank " + std::to_string(source) + (mode_ == Mode::spawned ? " (spawned)" : ""));
   }
 
   const Mode mode_;
   MPI_Comm comm_;
   std::vector<int> workers_;
   std::vector<int> busy_;
-  std::vector<std::chrono::steady_clock::time_point> last_reply_;
   double ema_us_ = -1;  // mean service time of a chunk (us), -1 until measured
   std::mutex mu_;
   std::condition_variable cv_, idle_cv_;
@@ -920,6 +913,8 @@ void serve(MPI_Comm comm, int master) {
     put<std::uint64_t>(out, id);
     put<std::uint8_t>(out, 0);
     put<std::int32_t>(out, static_cast<std::int32_t>(pid));
+    put<std::uint32_t>(out, 0);  // run time in us, patched below
+    const auto started = std::chrono::steady_clock::now();
     g_in_task = 1;
     try {
       auto pool = get<std::uint64_t>(v);
@@ -933,7 +928,7 @@ void serve(MPI_Comm comm, int master) {
       }
       run_task(out, 8, tr, fn, v);
     } catch (const std::exception& e) {
-      out.resize(13);
+      out.resize(17);
       out[8] = 1;
       std::string type = demangle(typeid(e).name());
       put<std::uint32_t>(out, static_cast<std::uint32_t>(type.size()));
@@ -941,8 +936,11 @@ void serve(MPI_Comm comm, int master) {
       out += e.what();
     }
     g_in_task = 0;
+    const auto took = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started).count();
+    const auto took32 = static_cast<std::uint32_t>(std::min<long long>(took, 0xffffffffLL));
+    std::memcpy(out.data() + 13, &took32, sizeof took32);
     if (out.size() > static_cast<std::size_t>(INT_MAX)) {
-      out.resize(13);
+      out.resize(17);
       out[8] = 1;
       std::string type = "multiprocessing::ValueError";
       put<std::uint32_t>(out, static_cast<std::uint32_t>(type.size()));
