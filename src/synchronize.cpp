@@ -255,16 +255,16 @@ void LockRef::restore(uint32_t depth) {
 
 }  // namespace detail
 
-Lock::Lock() : ref_(detail::LockRef::create(detail::LockKind::lock)) {}
+Lock::Lock() : LockHandle(detail::LockRef::create(detail::LockKind::lock)) {}
 
-Lock::Lock(detail::LockRef ref) : ref_(std::move(ref)) {
+Lock::Lock(detail::LockRef ref) : LockHandle(std::move(ref)) {
   if (!ref_.state() || ref_.state()->kind != detail::LockKind::lock)
     throw TypeError("shared region does not hold an mp::Lock");
 }
 
-RLock::RLock() : ref_(detail::LockRef::create(detail::LockKind::rlock)) {}
+RLock::RLock() : LockHandle(detail::LockRef::create(detail::LockKind::rlock)) {}
 
-RLock::RLock(detail::LockRef ref) : ref_(std::move(ref)) {
+RLock::RLock(detail::LockRef ref) : LockHandle(std::move(ref)) {
   if (!ref_.state() || ref_.state()->kind != detail::LockKind::rlock)
     throw TypeError("shared region does not hold an mp::RLock");
 }

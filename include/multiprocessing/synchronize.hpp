@@ -111,30 +111,31 @@ LockRef rebuild_lock(Reader& r);
 
 }  // namespace detail
 
-/// A non-recursive lock shared between processes (Python: multiprocessing.Lock).
-/// Lockable and TimedLockable: std::lock_guard, std::unique_lock and std::scoped_lock work.
-/// Owned: only the thread that acquired it may release it. Robust: see the file comment.
-/// Copyable handle; thread-safe and process-safe.
-class Lock {
- public:
-  /// Creates a new, unlocked lock in shared memory. Throws std::system_error.
-  Lock();
+namespace detail {
 
-  /// Blocks until acquired. Throws std::logic_error if the calling thread already holds it.
+/// What Lock and RLock share: the Lockable / TimedLockable members, Python's acquire and
+/// release, and passing the handle to other processes. `Derived` is the handle type.
+template <class Derived>
+class LockHandle {
+ public:
+  /// Blocks until acquired. Lock: throws std::logic_error if the calling thread already holds
+  /// it; RLock: returns at once then (one more level).
   void lock() { ref_.lock(); }
-  /// Never blocks; false when someone (the calling thread included) holds it.
+  /// Never blocks; Lock: false when someone (the calling thread included) holds it; RLock:
+  /// true when acquired or already held by the calling thread.
   bool try_lock() { return ref_.try_lock(); }
   /// Blocks for at most `timeout`; false on time-out. Throws like lock().
   template <class Rep, class Period>
   bool try_lock_for(const std::chrono::duration<Rep, Period>& timeout) {
-    return ref_.lock_until(detail::Deadline::after(timeout));
+    return ref_.lock_until(Deadline::after(timeout));
   }
   /// Blocks until `tp` at the latest; false on time-out. Throws like lock().
   template <class Clock, class Duration>
   bool try_lock_until(const std::chrono::time_point<Clock, Duration>& tp) {
-    return ref_.lock_until(detail::deadline_at(tp));
+    return ref_.lock_until(deadline_at(tp));
   }
-  /// Releases it. Throws std::logic_error if the calling thread does not hold it.
+  /// Releases it (RLock: one level). Throws std::logic_error if the calling thread does not
+  /// hold it.
   void unlock() { ref_.unlock(); }
 
   /// Python's acquire(block=True): blocks when `block`, else tries once. True when acquired.
@@ -152,70 +153,48 @@ class Lock {
   void release() { unlock(); }
 
   /// True when the calling thread holds the lock and the process that held it before died
-  /// while holding it. Meaningful to the holder only (false for anyone else).
+  /// while holding it (RLock: set at the outermost acquisition). Meaningful to the holder
+  /// only (false for anyone else).
   bool previous_owner_died() const noexcept { return ref_.previous_owner_died(); }
 
   /// Internal: the shared state, for Condition and for passing the handle to other processes.
-  const detail::LockRef& lock_ref() const noexcept { return ref_; }
+  const LockRef& lock_ref() const noexcept { return ref_; }
+  /// Codec extension point (reduction.hpp): the lock crosses as its region's descriptor.
+  void mp_reduce(Writer& w) const { reduce_lock(w, ref_); }
+  static Derived mp_rebuild(Reader& r) { return Derived(rebuild_lock(r)); }
+
+ protected:
+  explicit LockHandle(LockRef ref) : ref_(std::move(ref)) {}
+  LockRef ref_;
+};
+
+}  // namespace detail
+
+/// A non-recursive lock shared between processes (Python: multiprocessing.Lock).
+/// Lockable and TimedLockable: std::lock_guard, std::unique_lock and std::scoped_lock work.
+/// Owned: only the thread that acquired it may release it. Robust: see the file comment.
+/// Copyable handle; thread-safe and process-safe. Members: see detail::LockHandle.
+class Lock : public detail::LockHandle<Lock> {
+ public:
+  /// Creates a new, unlocked lock in shared memory. Throws std::system_error.
+  Lock();
   /// Internal: a handle on an existing lock (e.g. rebuilt from a received region).
   /// Throws mp::TypeError when `ref` is not a Lock.
   explicit Lock(detail::LockRef ref);
-  /// Codec extension point (reduction.hpp): the lock crosses as its region's descriptor.
-  void mp_reduce(detail::Writer& w) const { detail::reduce_lock(w, ref_); }
-  static Lock mp_rebuild(detail::Reader& r) { return Lock(detail::rebuild_lock(r)); }
-
- private:
-  detail::LockRef ref_;
 };
 
 /// A recursive lock shared between processes (Python: multiprocessing.RLock): the thread that
 /// holds it may acquire it again and must release it as many times. Same interface, robustness
 /// and guarantees as Lock. Releasing it when not held by the calling thread throws
 /// std::logic_error (Python: RuntimeError / AssertionError).
-class RLock {
+class RLock : public detail::LockHandle<RLock> {
  public:
   /// Creates a new, unlocked recursive lock in shared memory. Throws std::system_error.
   RLock();
-
-  /// Blocks until acquired; returns at once when the calling thread already holds it.
-  void lock() { ref_.lock(); }
-  /// Never blocks; true when acquired (or already held by the calling thread).
-  bool try_lock() { return ref_.try_lock(); }
-  template <class Rep, class Period>
-  bool try_lock_for(const std::chrono::duration<Rep, Period>& timeout) {
-    return ref_.lock_until(detail::Deadline::after(timeout));
-  }
-  template <class Clock, class Duration>
-  bool try_lock_until(const std::chrono::time_point<Clock, Duration>& tp) {
-    return ref_.lock_until(detail::deadline_at(tp));
-  }
-  /// Releases one level. Throws std::logic_error if the calling thread does not hold it.
-  void unlock() { ref_.unlock(); }
-
-  bool acquire(bool block = true) {
-    if (!block) return try_lock();
-    lock();
-    return true;
-  }
-  template <class Rep, class Period>
-  bool acquire(bool block, const std::chrono::duration<Rep, Period>& timeout) {
-    return block ? try_lock_for(timeout) : try_lock();
-  }
-  void release() { unlock(); }
-
-  /// See Lock::previous_owner_died(); set at the outermost acquisition.
-  bool previous_owner_died() const noexcept { return ref_.previous_owner_died(); }
-  /// True when the calling thread holds it (Python's RLock._is_owned()).
-  bool is_owned() const noexcept { return ref_.held(); }
-
-  const detail::LockRef& lock_ref() const noexcept { return ref_; }
   /// Internal: throws mp::TypeError when `ref` is not an RLock.
   explicit RLock(detail::LockRef ref);
-  void mp_reduce(detail::Writer& w) const { detail::reduce_lock(w, ref_); }
-  static RLock mp_rebuild(detail::Reader& r) { return RLock(detail::rebuild_lock(r)); }
-
- private:
-  detail::LockRef ref_;
+  /// True when the calling thread holds it (Python's RLock._is_owned()).
+  bool is_owned() const noexcept { return ref_.held(); }
 };
 
 /// A counting semaphore shared between processes (Python: multiprocessing.Semaphore), on a
