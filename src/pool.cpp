@@ -332,7 +332,8 @@ void pool_worker_main(PoolChannel channel, PoolWorkerConfig cfg) {
     if (it == fns.end()) throw DecodeError("multiprocessing: pool task names an undefined function");
     in.remove_prefix(kTaskHeader);
     const std::size_t at = out.size();
-    if (at == 0) oldest = clock::now();
+    const auto task_start = clock::now();
+    if (at == 0) oldest = task_start;
     out.append(kFrameHeader + kReplyHeader, '\0');
     put_u64(out.data() + at + kFrameHeader, id);
     counters.started.store(counters.started.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
@@ -350,9 +351,13 @@ void pool_worker_main(PoolChannel channel, PoolWorkerConfig cfg) {
     counters.finished.store(counters.finished.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     put_u64(out.data() + at, out.size() - at - kFrameHeader);
     const bool last = cfg.maxtasks > 0 && ++done >= cfg.maxtasks;
-    // Replies go out in batches while more chunks wait here, but none waits longer than a
-    // millisecond (imap consumers and progress see results promptly) nor beyond 64 KiB.
-    if (last || out.size() >= 64 * 1024 || clock::now() - oldest >= std::chrono::milliseconds(1)) {
+    // Replies go out in batches while more (tiny) chunks wait here: a batch closes after a
+    // millisecond of work, at 64 KiB, after a chunk that took 100 us or more (batching only
+    // pays for tiny chunks), or when nothing is queued. So a reply waits at most for a
+    // millisecond of tiny chunks and the one chunk that follows them.
+    const auto now = clock::now();
+    if (last || out.size() >= 64 * 1024 || now - oldest >= std::chrono::milliseconds(1) ||
+        now - task_start >= std::chrono::microseconds(100)) {
       if (!flush()) return;
     }
     if (last) return;

@@ -185,7 +185,7 @@ void one_round(mp::StartMethod m, std::uint64_t seed, Tally& tally) {
 }
 
 TEST_P(PoolStress, RandomWorkerKills) {
-  const int n = rounds(300);
+  const int n = rounds(150);
   Tally tally;
   const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < n && !HasFatalFailure(); ++i) {
