@@ -3,7 +3,7 @@
 // read-after-write round trip (dict set then get, from the parent), a plain read round trip
 // (size), and the raw OS reference for a round trip (a Pipe ping-pong with a child). Both
 // sides use the fork start method.
-// Usage: bench_managers [N writes (default 1000000)] [round trips (default 20000)]
+// Usage: bench_managers [N writes (default 200000)] [round trips (default 20000)]
 //        [N writes for Python (default 50000)]
 #include <chrono>
 #include <cstdlib>
@@ -49,7 +49,7 @@ void echo(mp::Connection c) {
 int main(int argc, char** argv) {
   mp::init(argc, argv);
   mp::set_start_method(mp::StartMethod::fork);
-  const int n = argc > 1 ? std::atoi(argv[1]) : 1000000;
+  const int n = argc > 1 ? std::atoi(argv[1]) : 200000;
   const int reps = argc > 2 ? std::atoi(argv[2]) : 20000;
   const int py_n = argc > 3 ? std::atoi(argv[3]) : 50000;
 

@@ -15,6 +15,7 @@
 #include "multiprocessing/managers.hpp"
 
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/random.h>
 #include <unistd.h>
@@ -201,6 +202,19 @@ struct ClientConn {
   std::chrono::milliseconds timeout{30'000};
 };
 
+// This process's pid without a system call per request (glibc's getpid() is one): refreshed
+// in fork children by a pthread_atfork handler; spawned children start afresh.
+std::atomic<pid_t> g_pid{0};
+pid_t my_pid() noexcept {
+  pid_t p = g_pid.load(std::memory_order_relaxed);
+  if (p != 0) return p;
+  static std::once_flag once;
+  std::call_once(once, [] { ::pthread_atfork(nullptr, nullptr, [] { g_pid.store(::getpid(), std::memory_order_relaxed); }); });
+  p = ::getpid();
+  g_pid.store(p, std::memory_order_relaxed);
+  return p;
+}
+
 std::mutex g_mu;
 std::unordered_map<std::string, std::shared_ptr<ClientConn>>* g_conns = nullptr;  // leaked on purpose
 std::once_flag g_hook_once;
@@ -276,7 +290,7 @@ Result roundtrip(ClientConn& c) {
 std::shared_ptr<ClientConn> connect_new(const std::string& address, const std::string& authkey,
                                         std::chrono::milliseconds timeout) {
   auto c = std::make_shared<ClientConn>();
-  c->pid = ::getpid();
+  c->pid = my_pid();
   c->address = address;
   c->authkey = authkey;
   c->timeout = timeout;
@@ -305,16 +319,26 @@ std::shared_ptr<ClientConn> connect_new(const std::string& address, const std::s
   return c;
 }
 
+// Connections are per (address, authkey): a connection made with one key never serves a
+// caller that gave another.
+std::string conn_key(const std::string& address, const std::string& authkey) {
+  std::string k = address;
+  k.push_back('\n');
+  k += authkey;
+  return k;
+}
+
 std::shared_ptr<ClientConn> get_conn(const std::string& address, const std::string& authkey,
                                      std::chrono::milliseconds timeout) {
   if (address.empty()) throw ManagerError("multiprocessing: the manager was shut down (or the proxy is empty)");
+  const std::string key = conn_key(address, authkey);
   {
     std::lock_guard lk(g_mu);
     if (!g_conns) g_conns = new std::unordered_map<std::string, std::shared_ptr<ClientConn>>();
-    auto it = g_conns->find(address);
+    auto it = g_conns->find(key);
     if (it != g_conns->end()) {
-      if (it->second->pid == ::getpid() && !it->second->dead) return it->second;
-      if (it->second->pid != ::getpid()) {
+      if (it->second->pid == my_pid() && !it->second->dead) return it->second;
+      if (it->second->pid != my_pid()) {
         // Inherited through fork: the parent's connection and its queued writes are the
         // parent's. Close our copy of the descriptor, drop the writes.
         it->second->batch.clear();
@@ -325,7 +349,7 @@ std::shared_ptr<ClientConn> get_conn(const std::string& address, const std::stri
   }
   auto c = connect_new(address, authkey, timeout);
   std::lock_guard lk(g_mu);
-  auto [it, inserted] = g_conns->emplace(address, c);
+  auto [it, inserted] = g_conns->emplace(key, c);
   if (!inserted) return it->second;  // another thread won
   return c;
 }
@@ -334,20 +358,20 @@ std::shared_ptr<ClientConn> get_conn(const Ref& ref) {
   return get_conn(ref.address, ref.authkey, std::chrono::milliseconds(ref.timeout_ms));
 }
 
-std::shared_ptr<ClientConn> find_conn(const std::string& address) {
+std::shared_ptr<ClientConn> find_conn(const std::string& address, const std::string& authkey) {
   std::lock_guard lk(g_mu);
   if (!g_conns) return nullptr;
-  auto it = g_conns->find(address);
-  if (it == g_conns->end() || it->second->pid != ::getpid() || it->second->dead) return nullptr;
+  auto it = g_conns->find(conn_key(address, authkey));
+  if (it == g_conns->end() || it->second->pid != my_pid() || it->second->dead) return nullptr;
   return it->second;
 }
 
-void drop_conn(const std::string& address) {
+void drop_conn(const std::string& address, const std::string& authkey) {
   std::shared_ptr<ClientConn> c;
   {
     std::lock_guard lk(g_mu);
     if (!g_conns) return;
-    auto it = g_conns->find(address);
+    auto it = g_conns->find(conn_key(address, authkey));
     if (it == g_conns->end()) return;
     c = std::move(it->second);
     g_conns->erase(it);
@@ -371,7 +395,7 @@ void exit_hook() noexcept {
     std::lock_guard lk(g_mu);
     if (!g_conns) return;
     for (auto& [a, c] : *g_conns)
-      if (c->pid == ::getpid()) mine.push_back(c);
+      if (c->pid == my_pid()) mine.push_back(c);
   }
   for (auto& c : mine) {
     try {
@@ -455,7 +479,7 @@ std::uint64_t create(const Ref& server, Kind kind, const std::string& name, std:
 
 void release(const Ref& ref) noexcept {
   if (ref.address.empty()) return;
-  auto c = find_conn(ref.address);
+  auto c = find_conn(ref.address, ref.authkey);
   if (!c) return;
   try {
     flush_conn(*c);
@@ -978,7 +1002,7 @@ void Manager::shutdown() {
         // Dead or unreachable: terminated below.
       }
     }
-    detail::mgr::drop_conn(ref_.address);
+    detail::mgr::drop_conn(ref_.address, ref_.authkey);
     try {
       if (!proc_->join_for(std::chrono::seconds(5))) {
         proc_->terminate();
@@ -992,13 +1016,13 @@ void Manager::shutdown() {
     proc_.reset();
   } else {
     // A client: send what this process queued, then disconnect.
-    if (auto c = detail::mgr::find_conn(ref_.address)) {
+    if (auto c = detail::mgr::find_conn(ref_.address, ref_.authkey)) {
       try {
         detail::mgr::flush_conn(*c);
       } catch (const std::exception&) {
       }
     }
-    detail::mgr::drop_conn(ref_.address);
+    detail::mgr::drop_conn(ref_.address, ref_.authkey);
   }
   ref_.address.clear();
 }

@@ -338,6 +338,9 @@ TEST_P(ManagerTest, WrongKeyIsAnAuthenticationError) {
   EXPECT_THROW(mp::Manager::connect(m.address(), "wrong", 5s), mp::AuthenticationError);
   auto l = m.list<int>({1});
   EXPECT_EQ(l.size(), 1u);  // the server keeps serving
+  // This process already has a connection to that server: a wrong key still does not get in.
+  EXPECT_THROW(mp::Manager::connect(m.address(), "wrong", 5s), mp::AuthenticationError);
+  EXPECT_EQ(l.size(), 1u);
   auto local = mp::Manager();
   EXPECT_THROW(mp::Manager::connect(local.address(), "wrong", 5s), mp::AuthenticationError);
 }
