@@ -34,9 +34,11 @@ if(MP_BUILD_TESTS)
   add_test(NAME mpi_pool_np3 COMMAND ${MP_MPIRUN} --oversubscribe -np 3 $<TARGET_FILE:test_mpi_pool>)
   add_test(NAME mpi_pool_single COMMAND $<TARGET_FILE:test_mpi_pool>)
   add_test(NAME mpi_pool_spawn COMMAND $<TARGET_FILE:mpi_probe> spawn)
+  add_test(NAME mpi_finalize_early COMMAND ${MP_MPIRUN} --oversubscribe -np 3 $<TARGET_FILE:mpi_probe> finalize)
+  set_tests_properties(mpi_finalize_early PROPERTIES PASS_REGULAR_EXPRESSION "OK finalize")
   add_test(NAME mpi_worker_death COMMAND bash ${MP_MPI_DIR}/tests/mpi/worker_death.sh $<TARGET_FILE:mpi_probe>)
   add_test(NAME mpi_two_hosts_netns COMMAND bash ${MP_MPI_DIR}/tests/mpi/netns_two_hosts.sh $<TARGET_FILE:mpi_probe>)
-  set_tests_properties(mpi_pool_np3 mpi_pool_single mpi_pool_spawn mpi_worker_death mpi_two_hosts_netns
+  set_tests_properties(mpi_pool_np3 mpi_pool_single mpi_pool_spawn mpi_finalize_early mpi_worker_death mpi_two_hosts_netns
     PROPERTIES LABELS fast TIMEOUT 60 ENVIRONMENT "${MP_MPI_ENV}")
   set_tests_properties(mpi_two_hosts_netns PROPERTIES SKIP_RETURN_CODE 77)
 endif()
@@ -57,3 +59,13 @@ if(MP_BUILD_BENCH)
   target_compile_definitions(bench_mpi PRIVATE MP_BENCH_DIR="${MP_MPI_DIR}/bench/mpi" MP_MPIRUN="${MP_MPIRUN}")
   set_target_properties(bench_mpi PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bench)
 endif()
+
+# Installed as multiprocessing::mpi in its own export set (the core's set is written by
+# cmake/install.cmake before this file runs). multiprocessingConfig.cmake includes it when
+# present, after find_dependency(MPI COMPONENTS CXX).
+install(TARGETS multiprocessing_mpi EXPORT multiprocessingMpiTargets
+  ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(EXPORT multiprocessingMpiTargets NAMESPACE multiprocessing::
+  DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/multiprocessing)

@@ -370,7 +370,14 @@ class Pool {
   std::shared_ptr<detail::Core> core_;
 };
 
-/// The rank of this process in MPI_COMM_WORLD (0 without MPI).
+/// In rank 0 under mpirun: waits for the tasks in flight, stops the worker ranks (they call
+/// MPI_Finalize and exit) and finalizes MPI if mp::init initialized it. Runs by itself when
+/// rank 0 exits; call it first if the program finalizes MPI itself or must end the workers
+/// early. No mp::mpi::Pool may be made afterwards (std::logic_error). Elsewhere: no effect.
+void finalize();
+
+/// The rank of this process in MPI_COMM_WORLD (0 without MPI; a spawned worker's rank among
+/// the spawned workers).
 int rank() noexcept;
 /// The number of ranks in MPI_COMM_WORLD (1 without MPI).
 int size() noexcept;

@@ -54,6 +54,7 @@ constexpr int kTagStop = 3;
 std::mutex g_mpi_mu;  // serializes every MPI call made by this library in this process
 std::atomic<bool> g_hook_ran{false};
 std::atomic<bool> g_we_initialized{false};
+std::atomic<bool> g_workers_stopped{false};  // rank 0 sent the stop messages
 std::vector<std::string> g_argv;  // saved by the init hook, for MPI_Comm_spawn
 
 bool env_set(const char* n) {
@@ -246,6 +247,9 @@ void run_task(std::string& out, std::size_t status_at, detail::Trampoline tr, vo
   out += what;
 }
 
+// A trampoline that runs an initializer (the local mode's way to report its exceptions).
+void call_initializer(void* fn, std::string_view, std::string&) { reinterpret_cast<void (*)()>(fn)(); }
+
 // A polite wait: spin ~30 us after the last progress, then sleep with a growing pause.
 class Backoff {
  public:
@@ -282,10 +286,12 @@ struct Job {
   std::size_t ndone = 0;
   std::exception_ptr first_error;
   std::deque<std::size_t> unclaimed;  // done chunks not yet taken by imap_unordered
+  int chunk_waiters = 0;              // threads waiting for single chunks (imap)
 };
 
 namespace {
 void job_set(Job& job, std::size_t i, std::string data, std::exception_ptr err) {
+  bool wake = false;
   {
     std::lock_guard lk(job.mu);
     auto& s = job.slots.at(i);
@@ -296,8 +302,11 @@ void job_set(Job& job, std::size_t i, std::string data, std::exception_ptr err) 
     ++job.ndone;
     if (err && !job.first_error) job.first_error = err;
     job.unclaimed.push_back(i);
+    // Whole-job waiters only care about the end (or the first error): waking them for every
+    // chunk of a big map would cost a context switch per chunk.
+    wake = job.chunk_waiters > 0 || err || job.ndone == job.slots.size();
   }
-  job.cv.notify_all();
+  if (wake) job.cv.notify_all();
 }
 
 template <class Pred>
@@ -332,7 +341,10 @@ std::string_view job_chunk_data(Job& job, std::size_t i) {
 }
 bool job_wait_chunk(Job& job, std::size_t i, std::optional<std::chrono::nanoseconds> timeout) {
   std::unique_lock lk(job.mu);
-  return wait_until(job, lk, timeout, [&] { return job.slots.at(i).done; });
+  ++job.chunk_waiters;
+  bool ok = wait_until(job, lk, timeout, [&] { return job.slots.at(i).done; });
+  --job.chunk_waiters;
+  return ok;
 }
 std::exception_ptr job_chunk_error(Job& job, std::size_t i) {
   std::lock_guard lk(job.mu);
@@ -340,7 +352,10 @@ std::exception_ptr job_chunk_error(Job& job, std::size_t i) {
 }
 std::optional<std::size_t> job_take_done(Job& job, std::optional<std::chrono::nanoseconds> timeout) {
   std::unique_lock lk(job.mu);
-  if (!wait_until(job, lk, timeout, [&] { return !job.unclaimed.empty(); })) return std::nullopt;
+  ++job.chunk_waiters;
+  bool ok = wait_until(job, lk, timeout, [&] { return !job.unclaimed.empty(); });
+  --job.chunk_waiters;
+  if (!ok) return std::nullopt;
   auto i = job.unclaimed.front();
   job.unclaimed.pop_front();
   return i;
@@ -421,8 +436,7 @@ class Backend {
   // Blocks until the pool has no queued or running task.
   void wait_pool(std::uint64_t pool) {
     std::unique_lock lk(mu_);
-    idle_cv_.wait(lk, [&] { return outstanding_[pool] == 0 || dead_; });
-    outstanding_.erase(pool);
+    idle_cv_.wait(lk, [&] { return !outstanding_.count(pool) || dead_; });
   }
 
   // Waits for the tasks in flight (bounded by MP_MPI_SHUTDOWN_TIMEOUT seconds, default 60;
@@ -443,7 +457,11 @@ class Backend {
 
  private:
   void done_one(std::uint64_t pool) {
-    if (--outstanding_[pool] == 0) idle_cv_.notify_all();
+    auto it = outstanding_.find(pool);
+    if (it != outstanding_.end() && --it->second == 0) {
+      outstanding_.erase(it);
+      idle_cv_.notify_all();
+    }
   }
 
   void run_local() {
@@ -457,13 +475,17 @@ class Backend {
       inflight_.emplace(0, Inflight{t, 0});
       lk.unlock();
       std::string out(1, '\0');
-      if (t.init && inited.insert(t.pool).second) {
-        try {
-          t.init();
-        } catch (...) {
+      bool init_ok = true;
+      if (t.init && !inited.count(t.pool)) {
+        // As in a worker rank: a failing initializer fails the task (and runs again next time).
+        init_ok = false;
+        run_task(out, 0, &call_initializer, reinterpret_cast<void*>(t.init), {});
+        if (out[0] == 0) {
+          inited.insert(t.pool);
+          init_ok = true;
         }
       }
-      run_task(out, 0, t.tr, t.fn, t.args);
+      if (init_ok) run_task(out, 0, t.tr, t.fn, t.args);
       deliver(t, out, 0, 1, ::getpid(), "");
       lk.lock();
       inflight_.erase(0);
@@ -502,18 +524,18 @@ class Backend {
   };
   struct Send {
     MPI_Request req;
-    std::string buf;
+    std::unique_ptr<std::string> buf;  // stays put while MPI reads it, whatever the vector does
   };
 
   // Picks the next task for worker w (under mu_), or nullopt.
   // How many chunks a worker may hold: one, unless more chunks wait than there are workers;
-  // then about 2 ms of work (by the measured service time of a chunk), at most 32. Short
+  // then about 2 ms of work (by the measured service time of a chunk), at most 256. Short
   // chunks thus hide the round trip (and the workers never wait for a sleeping dispatcher),
   // while long chunks are never queued behind each other, so that the last ones spread over
   // the idle workers (at most ~2 ms of imbalance at the end of a map).
   int depth() const {
     if (queue_.size() <= workers_.size() || ema_us_ < 0) return 1;
-    return static_cast<int>(std::clamp(2000.0 / std::max(ema_us_, 1.0), 1.0, 32.0));
+    return static_cast<int>(std::clamp(2000.0 / std::max(ema_us_, 1.0), 1.0, 256.0));
   }
   std::optional<Task> next_for(std::size_t w) {
     if (busy_[w] >= depth()) return std::nullopt;
@@ -533,6 +555,7 @@ class Backend {
     std::vector<Send> sends;
     std::vector<std::pair<std::shared_ptr<Job>, std::size_t>> unsendable;
     std::vector<std::exception_ptr> unsendable_errors;
+    std::vector<std::uint64_t> unsendable_pools;
     std::string buf;
     std::uint64_t next_id = 1;
     std::optional<std::chrono::steady_clock::time_point> stop_deadline;
@@ -579,13 +602,13 @@ class Backend {
             } catch (...) {
               unsendable.emplace_back(t->job, t->index);
               unsendable_errors.push_back(std::current_exception());
-              done_one(t->pool);
+              unsendable_pools.push_back(t->pool);
               continue;
             }
             std::string().swap(t->args);
-            sends.push_back(Send{MPI_REQUEST_NULL, std::move(msg)});
+            sends.push_back(Send{MPI_REQUEST_NULL, std::make_unique<std::string>(std::move(msg))});
             auto& s = sends.back();
-            MPI_Isend(s.buf.data(), static_cast<int>(s.buf.size()), MPI_BYTE, workers_[w], kTagTask, comm_, &s.req);
+            MPI_Isend(s.buf->data(), static_cast<int>(s.buf->size()), MPI_BYTE, workers_[w], kTagTask, comm_, &s.req);
             ++busy_[w];
             inflight_.emplace(id, Inflight{std::move(*t), w});
             progress = true;
@@ -594,8 +617,13 @@ class Backend {
       }
       for (std::size_t i = 0; i < unsendable.size(); ++i)
         job_set(*unsendable[i].first, unsendable[i].second, {}, unsendable_errors[i]);
+      if (!unsendable_pools.empty()) {
+        std::lock_guard lk(mu_);
+        for (auto pool : unsendable_pools) done_one(pool);
+      }
       unsendable.clear();
       unsendable_errors.clear();
+      unsendable_pools.clear();
       {
         std::lock_guard mlk(g_mpi_mu);
         for (std::size_t i = 0; i < sends.size();) {
@@ -657,11 +685,12 @@ class Backend {
       ema_us_ = ema_us_ < 0 ? us : 0.8 * ema_us_ + 0.2 * us;
       --busy_[it->second.worker];
       inflight_.erase(it);
-      done_one(t.pool);
     } catch (...) {
       return;  // a corrupt reply cannot be matched to a task
     }
     deliver(t, reply, 8, 17, pid, "MPI rank " + std::to_string(source) + (mode_ == Mode::spawned ? " (spawned)" : ""));
+    std::lock_guard lk(mu_);
+    done_one(t.pool);  // after the result is visible: join() returns only then
   }
 
   const Mode mode_;
@@ -748,6 +777,7 @@ std::shared_ptr<Core> core_create(const PoolOptions& options) {
   if (mpi && !g_hook_ran)
     throw std::logic_error("multiprocessing: under mpirun, call mp::init(argc, argv) at the start of main before making an "
                            "mp::mpi::Pool (it turns the ranks other than 0 into workers)");
+  if (g_workers_stopped) throw std::logic_error("multiprocessing: mp::mpi::finalize() was called: the worker ranks are gone");
   int world = 1;
   if (mpi_active()) MPI_Comm_size(MPI_COMM_WORLD, &world);
   if (world > 1) {
@@ -960,6 +990,7 @@ void serve(MPI_Comm comm, int master) {
 
 // rank 0's exit: finish the pool, stop every worker rank, finalize MPI.
 void rank0_exit() {
+  if (g_workers_stopped.exchange(true)) return;
   std::shared_ptr<Backend> w;
   {
     std::lock_guard lk(g_world_mu);
@@ -981,6 +1012,9 @@ void finalize_at_exit() {
 }
 
 }  // namespace
+
+bool launched_by_mpi_for_finalize() { return launched_by_mpi() && g_hook_ran; }
+void rank0_exit_public() { rank0_exit(); }
 
 void init_hook(int argc, char** argv) {
   g_argv.clear();
@@ -1022,6 +1056,10 @@ void init_hook(int argc, char** argv) {
 }
 
 }  // namespace detail
+
+void finalize() {
+  if (detail::launched_by_mpi_for_finalize()) detail::rank0_exit_public();
+}
 
 int rank() noexcept {
   if (!mpi_active()) return 0;

@@ -5,6 +5,7 @@
 //   die-kill|die-exit|die-segv
 //                    under mpirun: a task kills its worker rank (SIGKILL, exit(3), SIGSEGV);
 //                    the run must end (never hang) with a message naming the rank.
+//   finalize         under mpirun: mp::mpi::finalize() stops the workers early.
 //   where            under mpirun: prints one line per rank, "rank R netns INODE host H ip
 //                    ADDRS", rank 0's own line first, then what each worker reported.
 #include <arpa/inet.h>
@@ -113,6 +114,26 @@ int main(int argc, char** argv) {
     for (auto& s : seen) std::cout << s << std::endl;
     return 0;
   }
-  std::cerr << "usage: mpi_probe spawn|die-kill|die-exit|die-segv|where\n";
+  if (mode == "finalize") {
+    // mp::mpi::finalize() ends the workers early; the job then ends cleanly (no hang), and
+    // no pool can be made afterwards.
+    {
+      mp::mpi::Pool pool;
+      if (pool.map(square, std::vector<int>{1, 2, 3}) != std::vector<int>{1, 4, 9}) return 1;
+    }
+    mp::mpi::finalize();
+    mp::mpi::finalize();  // harmless
+    if (mp::mpi::size() > 1) {
+      try {
+        mp::mpi::Pool late;
+        std::cerr << "FAIL: a pool after finalize()\n";
+        return 1;
+      } catch (const std::logic_error&) {
+      }
+    }
+    std::cout << "OK finalize" << std::endl;
+    return 0;
+  }
+  std::cerr << "usage: mpi_probe spawn|die-kill|die-exit|die-segv|where|finalize\n";
   return 2;
 }

@@ -180,6 +180,18 @@ TEST(MpiPool, Initializer) {
   for (int v : r) EXPECT_EQ(v, 42);
 }
 
+void bad_init() { throw std::runtime_error("initializer failed"); }
+
+TEST(MpiPool, FailingInitializerFailsTheTask) {
+  mp::mpi::Pool pool({.processes = 0, .initializer = bad_init});
+  try {
+    pool.apply(square, 3);
+    FAIL() << "no exception";
+  } catch (const std::runtime_error& e) {
+    EXPECT_STREQ(e.what(), "initializer failed");
+  }
+}
+
 TEST(MpiPool, CloseJoinTerminate) {
   {
     mp::mpi::Pool pool;

@@ -160,6 +160,8 @@ std::vector<R> decode_all(Job& job) {
 /// than 0 (and every rank started by MPI_Comm_spawn) serves tasks here and exits; rank 0
 /// returns.
 void init_hook(int argc, char** argv);
+bool launched_by_mpi_for_finalize();
+void rank0_exit_public();
 
 }  // namespace detail
 }  // namespace multiprocessing::mpi
