@@ -8,7 +8,7 @@ bash scripts/setup.sh
 cmake --preset release >/dev/null
 progs=("$@")
 if [ ${#progs[@]} -eq 0 ]; then
-  for f in bench/bench_*.cpp; do progs+=("$(basename "$f" .cpp)"); done
+  for f in bench/bench_*.cpp bench/mpi/bench_*.cpp; do progs+=("$(basename "$f" .cpp)"); done
 fi
 cmake --build build/release -j"$(nproc)" --target "${progs[@]}" >/dev/null
 out=$(mktemp)
