@@ -30,6 +30,9 @@ struct ProcessOptions {
   std::string name;
   /// A daemon child is terminated when its Process is destroyed unjoined, and dies when its
   /// parent dies (even by SIGKILL). Unset: inherit the creating process's flag (Python).
+  /// Linux ties that death signal (PR_SET_PDEATHSIG) to the *thread* that called start():
+  /// start daemon children from a thread that outlives them, such as the main thread (a
+  /// Pool's workers are daemons: make the Pool in such a thread too).
   std::optional<bool> daemon;
   /// The start method; unset: the process-wide default at start() (get_start_method()).
   std::optional<StartMethod> start_method;
