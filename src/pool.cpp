@@ -235,33 +235,12 @@ class CountersMap {
 
 namespace {
 
-std::string demangle(const char* name) {
-  int status = 0;
-  char* d = abi::__cxa_demangle(name, nullptr, nullptr, &status);
-  std::string s = (status == 0 && d) ? d : name;
-  std::free(d);
-  return s;
-}
-
 // The name under which an exception travels: exact std types by their std name (the parent
 // rebuilds those), anything else by its demangled dynamic type.
 std::string exception_type_name(const std::exception& e) {
   return demangle(typeid(e).name());
 }
 
-std::exception_ptr rebuild_exception(const std::string& type, const std::string& what, pid_t pid) {
-  if (type == "std::runtime_error") return std::make_exception_ptr(std::runtime_error(what));
-  if (type == "std::logic_error") return std::make_exception_ptr(std::logic_error(what));
-  if (type == "std::invalid_argument") return std::make_exception_ptr(std::invalid_argument(what));
-  if (type == "std::out_of_range") return std::make_exception_ptr(std::out_of_range(what));
-  if (type == "std::domain_error") return std::make_exception_ptr(std::domain_error(what));
-  if (type == "std::length_error") return std::make_exception_ptr(std::length_error(what));
-  if (type == "std::range_error") return std::make_exception_ptr(std::range_error(what));
-  if (type == "std::overflow_error") return std::make_exception_ptr(std::overflow_error(what));
-  if (type == "std::underflow_error") return std::make_exception_ptr(std::underflow_error(what));
-  if (type == "std::bad_alloc") return std::make_exception_ptr(std::bad_alloc());
-  return std::make_exception_ptr(RemoteError(type, what, pid));
-}
 
 }  // namespace
 
@@ -944,7 +923,7 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
     if (!w.outstanding.empty()) w.head_started = std::chrono::steady_clock::now();
     if (failed) {
       auto e = reduction::load_prefix<PoolErrorInfo>(in);
-      job_set(*t.job, t.index, {}, rebuild_exception(e.exc_type, e.what, w.pid));
+      job_set(*t.job, t.index, {}, rebuild_remote_exception(e.exc_type, e.what, w.pid));
     } else {
       job_set(*t.job, t.index, std::string(in), nullptr);
     }

@@ -26,6 +26,7 @@
 #include <sstream>
 
 #include "multiprocessing/detail/hooks.hpp"
+#include "multiprocessing/detail/remote.hpp"
 #include "process_internal.hpp"
 #include "spawn_internal.hpp"
 #include "sys.hpp"
@@ -210,6 +211,20 @@ std::string demangle(const char* mangled) {
   std::string out = (status == 0 && d) ? d : mangled;
   std::free(d);
   return out;
+}
+
+std::exception_ptr rebuild_remote_exception(const std::string& type, const std::string& what, pid_t pid) {
+  if (type == "std::runtime_error") return std::make_exception_ptr(std::runtime_error(what));
+  if (type == "std::logic_error") return std::make_exception_ptr(std::logic_error(what));
+  if (type == "std::invalid_argument") return std::make_exception_ptr(std::invalid_argument(what));
+  if (type == "std::out_of_range") return std::make_exception_ptr(std::out_of_range(what));
+  if (type == "std::domain_error") return std::make_exception_ptr(std::domain_error(what));
+  if (type == "std::length_error") return std::make_exception_ptr(std::length_error(what));
+  if (type == "std::range_error") return std::make_exception_ptr(std::range_error(what));
+  if (type == "std::overflow_error") return std::make_exception_ptr(std::overflow_error(what));
+  if (type == "std::underflow_error") return std::make_exception_ptr(std::underflow_error(what));
+  if (type == "std::bad_alloc") return std::make_exception_ptr(std::bad_alloc());
+  return std::make_exception_ptr(RemoteError(type, what, pid));
 }
 
 void report_uncaught(const std::string& name) noexcept {

@@ -85,7 +85,6 @@ void flush_std_streams() noexcept;
 /// Prints "Process NAME:" and the current exception's type and what() to stderr.
 void report_uncaught(const std::string& name) noexcept;
 /// The demangled form of a typeid name.
-std::string demangle(const char* mangled);
 /// Flushes the standard streams and leaves through _exit (no atexit handler, no static
 /// destructor of the parent runs in a child).
 [[noreturn]] void exit_child(int code) noexcept;

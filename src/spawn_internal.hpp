@@ -12,6 +12,7 @@
 #include "multiprocessing/detail/fd.hpp"
 #include "multiprocessing/process.hpp"
 #include "multiprocessing/reduction.hpp"
+#include "multiprocessing/detail/remote.hpp"
 
 namespace multiprocessing::detail {
 
@@ -19,13 +20,6 @@ struct ChildRecord;
 
 /// A function's address as an offset inside its loaded object ("" = the main program),
 /// the same in every process running the same binary whatever ASLR chose.
-struct CodeAddress {
-  std::string object;
-  std::uint64_t offset = 0;
-};
-CodeAddress encode_code_address(void* p);
-/// Throws mp::ProcessError when the object is not loaded or the offset is not code.
-void* decode_code_address(const CodeAddress& c);
 
 /// Everything a spawn/forkserver child needs to become its Process and run the target.
 struct BootMessage {

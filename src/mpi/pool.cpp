@@ -18,8 +18,6 @@
 //   stop   (tag 3): empty; the worker leaves its loop.
 // A code address is u16 length + object name ("" for the main program, 0xffff for none)
 // + u64 offset into that object.
-#include <cxxabi.h>
-#include <link.h>
 #include <mpi.h>
 #include <signal.h>
 #include <unistd.h>
@@ -40,6 +38,7 @@
 #include <unordered_set>
 
 #include "multiprocessing/mpi.hpp"
+#include "multiprocessing/detail/remote.hpp"
 
 namespace multiprocessing::mpi {
 
@@ -93,43 +92,13 @@ void ensure_mpi_initialized() {
 
 // --- code addresses (as the spawn start method names code) --------------------------------
 
-struct Lookup {
-  std::uintptr_t addr = 0;
-  const std::string* name = nullptr;
-  bool first = true;
-  bool found = false;
-  std::string object;
-  std::uintptr_t base = 0;
-  bool in_exec = false;
-};
-
-int find_object(dl_phdr_info* info, size_t, void* data) {
-  auto* l = static_cast<Lookup*>(data);
-  std::string name = l->first ? std::string() : std::string(info->dlpi_name ? info->dlpi_name : "");
-  l->first = false;
-  if (l->name && name != *l->name) return 0;
-  for (int i = 0; i < info->dlpi_phnum; ++i) {
-    const auto& ph = info->dlpi_phdr[i];
-    if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
-    std::uintptr_t lo = info->dlpi_addr + ph.p_vaddr, hi = lo + ph.p_memsz;
-    std::uintptr_t a = l->name ? info->dlpi_addr + l->addr : l->addr;
-    if (a >= lo && a < hi) {
-      l->found = true;
-      l->in_exec = true;
-      l->object = name;
-      l->base = info->dlpi_addr;
-      return 1;
-    }
-  }
-  return 0;
-}
-
 struct CodeAddr {
   std::string object;
   std::uint64_t offset = 0;
   bool none = true;
 };
 
+// The core's code addresses (detail/remote.hpp), cached: a worker decodes the same few per task.
 CodeAddr encode_address(void* p) {
   static std::mutex mu;
   static std::unordered_map<void*, CodeAddr> cache;
@@ -137,11 +106,8 @@ CodeAddr encode_address(void* p) {
   std::lock_guard lk(mu);
   auto it = cache.find(p);
   if (it != cache.end()) return it->second;
-  Lookup l;
-  l.addr = reinterpret_cast<std::uintptr_t>(p);
-  dl_iterate_phdr(find_object, &l);
-  if (!l.found) throw ProcessError("multiprocessing: the task's code is in no loaded object");
-  CodeAddr c{l.object, static_cast<std::uint64_t>(l.addr - l.base), false};
+  auto ca = ::multiprocessing::detail::encode_code_address(p);
+  CodeAddr c{std::move(ca.object), ca.offset, false};
   cache.emplace(p, c);
   return c;
 }
@@ -153,14 +119,7 @@ void* decode_address(std::unordered_map<std::string, void*>& cache, const CodeAd
   key.append(reinterpret_cast<const char*>(&c.offset), sizeof c.offset);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
-  Lookup l;
-  l.name = &c.object;
-  l.addr = static_cast<std::uintptr_t>(c.offset);
-  dl_iterate_phdr(find_object, &l);
-  if (!l.found)
-    throw ProcessError("multiprocessing: MPI worker cannot find the task's code (object '" + c.object + "', offset " +
-                       std::to_string(c.offset) + "): every rank must run the same binary");
-  void* p = reinterpret_cast<void*>(l.base + c.offset);
+  void* p = ::multiprocessing::detail::decode_code_address({c.object, c.offset});
   cache.emplace(key, p);
   return p;
 }
@@ -203,26 +162,13 @@ CodeAddr get_addr(std::string_view& s) {
 
 // --- exceptions (as mp::Pool carries them) --------------------------------------------------
 
-std::string demangle(const char* name) {
-  int status = 0;
-  char* d = abi::__cxa_demangle(name, nullptr, nullptr, &status);
-  std::string s = (status == 0 && d) ? d : name;
-  std::free(d);
-  return s;
-}
+using ::multiprocessing::detail::demangle;
 
 std::exception_ptr rebuild_exception(const std::string& type, const std::string& what, pid_t pid, const std::string& where) {
-  if (type == "std::runtime_error") return std::make_exception_ptr(std::runtime_error(what));
-  if (type == "std::logic_error") return std::make_exception_ptr(std::logic_error(what));
-  if (type == "std::invalid_argument") return std::make_exception_ptr(std::invalid_argument(what));
-  if (type == "std::out_of_range") return std::make_exception_ptr(std::out_of_range(what));
-  if (type == "std::domain_error") return std::make_exception_ptr(std::domain_error(what));
-  if (type == "std::length_error") return std::make_exception_ptr(std::length_error(what));
-  if (type == "std::range_error") return std::make_exception_ptr(std::range_error(what));
-  if (type == "std::overflow_error") return std::make_exception_ptr(std::overflow_error(what));
-  if (type == "std::underflow_error") return std::make_exception_ptr(std::underflow_error(what));
-  if (type == "std::bad_alloc") return std::make_exception_ptr(std::bad_alloc());
-  return std::make_exception_ptr(RemoteError(type, where.empty() ? what : what + " [" + where + "]", pid));
+  // The standard types keep their message as it was; others say where they came from.
+  const bool standard = type.rfind("std::", 0) == 0;
+  return ::multiprocessing::detail::rebuild_remote_exception(
+      type, standard || where.empty() ? what : what + " [" + where + "]", pid);
 }
 
 // Runs one task: appends the results to `out` (status 0) or the error (status 1). The reply
