@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <algorithm>
+
 #include <multiprocessing.hpp>
 
 #include "bench_util.hpp"
@@ -38,7 +40,11 @@ int main(int argc, char** argv) {
   {
     mp::Pool pool(2);
     pool.map(trivial, std::vector<int>(1000, 1));  // warm-up
-    map_default_ns = bench::seconds([&] { pool.map(trivial, items); }) / n * 1e9;
+    // Best of 5 (Python's side does the same): the first large map also pays for the
+    // workers' first touch of their buffers.
+    map_default_ns = 1e300;
+    for (int r = 0; r < 5; ++r)
+      map_default_ns = std::min(map_default_ns, bench::seconds([&] { pool.map(trivial, items); }) / n * 1e9);
     map_1_ns = bench::seconds([&] { pool.map(trivial, items1, 1); }) / static_cast<double>(items1.size()) * 1e9;
     const int reps = 2000;
     rt_us = bench::seconds([&] {

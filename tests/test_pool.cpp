@@ -607,3 +607,29 @@ TEST_P(PoolTest, InterruptCancelsOnlyTheInterruptedJob) {
 }
 
 }  // namespace
+
+namespace {
+
+// Chunks of arithmetic values travel as raw bytes: a damaged chunk must still be refused
+// with a clear error, never read past its end.
+TEST(PoolChunkFormat, RawElementsRoundTripAndTruncationIsADecodeError) {
+  std::string chunk;
+  mp::reduction::dump_into(chunk, std::uint64_t{3});
+  for (int v : {7, -1, 1 << 30}) mp::detail::pool_put(chunk, v);
+  std::vector<int> out;
+  mp::detail::pool_decode_chunk<int>(chunk, out);
+  EXPECT_EQ(out, (std::vector<int>{7, -1, 1 << 30}));
+  for (std::size_t cut = 1; cut < 2 * sizeof(int); ++cut) {
+    std::vector<int> partial;
+    EXPECT_THROW(mp::detail::pool_decode_chunk<int>(std::string_view(chunk).substr(0, chunk.size() - cut), partial),
+                 mp::DecodeError);
+  }
+  std::string strings;
+  mp::reduction::dump_into(strings, std::uint64_t{1});
+  mp::detail::pool_put(strings, std::string("codec"));
+  std::vector<std::string> s;
+  mp::detail::pool_decode_chunk<std::string>(strings, s);
+  EXPECT_EQ(s, std::vector<std::string>{"codec"});
+}
+
+}  // namespace

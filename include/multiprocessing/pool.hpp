@@ -37,6 +37,7 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <exception>
 #include <functional>
@@ -126,7 +127,36 @@ auto pool_call(Fn f, A&&... a) {
   }
 }
 
-/// The chunk format: a std::uint64_t count, then one codec message per element.
+/// How one element travels in a chunk: arithmetic types as their bytes (a chunk's element
+/// type is fixed by the trampoline that reads it, and both ends run the same binary), anything
+/// else as one codec message. Bytes skip the codec's per-message header and type check, the
+/// main cost of maps over small tasks.
+template <class T>
+inline constexpr bool pool_raw_v = std::is_arithmetic_v<T>;
+
+template <class T>
+void pool_put(std::string& out, const T& v) {
+  if constexpr (pool_raw_v<T>) {
+    out.append(reinterpret_cast<const char*>(&v), sizeof v);
+  } else {
+    reduction::dump_into(out, v);
+  }
+}
+
+template <class T>
+T pool_get(std::string_view& in) {
+  if constexpr (pool_raw_v<T>) {
+    if (in.size() < sizeof(T)) throw DecodeError("multiprocessing: pool chunk truncated");
+    T v;
+    std::memcpy(&v, in.data(), sizeof v);
+    in.remove_prefix(sizeof v);
+    return v;
+  } else {
+    return reduction::load_prefix<T>(in);
+  }
+}
+
+/// The chunk format: a std::uint64_t count, then each element as pool_put writes it.
 inline std::uint64_t pool_chunk_count(std::string_view& in) {
   auto n = reduction::load_prefix<std::uint64_t>(in);
   if (n > in.size()) throw DecodeError("multiprocessing: pool chunk count exceeds its bytes");
@@ -141,8 +171,8 @@ void pool_map_trampoline(void* fn, std::string_view in, std::string& out) {
   out.reserve(out.size() + std::min<std::size_t>(in.size() + in.size() / 4 + 16, std::size_t{4} << 20));
   reduction::dump_into(out, n);
   for (std::uint64_t i = 0; i < n; ++i) {
-    A a = reduction::load_prefix<A>(in);
-    reduction::dump_into(out, pool_call(f, std::move(a)));
+    A a = pool_get<A>(in);
+    pool_put(out, pool_call(f, std::move(a)));
   }
 }
 
@@ -153,9 +183,8 @@ void pool_star_trampoline(void* fn, std::string_view in, std::string& out) {
   const auto n = pool_chunk_count(in);
   reduction::dump_into(out, n);
   for (std::uint64_t i = 0; i < n; ++i) {
-    Tuple t = reduction::load_prefix<Tuple>(in);
-    reduction::dump_into(out, std::apply([f](auto&&... a) { return pool_call(f, std::move(a)...); },
-                                         std::move(t)));
+    Tuple t = pool_get<Tuple>(in);
+    pool_put(out, std::apply([f](auto&&... a) { return pool_call(f, std::move(a)...); }, std::move(t)));
   }
 }
 
@@ -165,7 +194,7 @@ void pool_decode_chunk(std::string_view in, std::vector<R>& out) {
   const auto n = pool_chunk_count(in);
   // Geometric growth: an exact reserve per chunk would copy the vector once per chunk.
   if (out.capacity() - out.size() < n) out.reserve(std::max<std::size_t>(out.size() + n, 2 * out.capacity()));
-  for (std::uint64_t i = 0; i < n; ++i) out.push_back(reduction::load_prefix<R>(in));
+  for (std::uint64_t i = 0; i < n; ++i) out.push_back(pool_get<R>(in));
 }
 
 /// Task functions: functions or lambdas without captures, with codec-serializable arguments
@@ -610,7 +639,7 @@ class Pool {
     static_assert(reduction::Serializable<A>, "mp::Pool::map: the argument type cannot cross a process boundary (see reduction.hpp)");
     static_assert(reduction::Serializable<R>, "mp::Pool::map: the result type cannot cross a process boundary (see reduction.hpp)");
     return submit_range<std::vector<R>>(
-        items, chunksize, [](std::string& c, const auto& x) { reduction::dump_into(c, static_cast<const A&>(x)); },
+        items, chunksize, [](std::string& c, const auto& x) { detail::pool_put(c, static_cast<const A&>(x)); },
         &detail::pool_map_trampoline<Fn, A>, reinterpret_cast<void*>(fp), &detail::pool_decode_all<R>);
   }
 
@@ -636,7 +665,7 @@ class Pool {
     static_assert(reduction::Serializable<T> && reduction::Serializable<R>,
                   "mp::Pool::starmap: arguments and results must cross a process boundary (see reduction.hpp)");
     return submit_range<std::vector<R>>(
-        items, chunksize, [](std::string& c, const auto& x) { reduction::dump_into(c, static_cast<const T&>(x)); },
+        items, chunksize, [](std::string& c, const auto& x) { detail::pool_put(c, static_cast<const T&>(x)); },
         &detail::pool_star_trampoline<Fn, T>, reinterpret_cast<void*>(fp), &detail::pool_decode_all<R>);
   }
 
@@ -659,7 +688,7 @@ class Pool {
                   "mp::Pool::apply: arguments and result must cross a process boundary (see reduction.hpp)");
     std::string c;
     reduction::dump_into(c, std::uint64_t{1});
-    reduction::dump_into(c, T(std::forward<Args>(args)...));
+    detail::pool_put(c, T(std::forward<Args>(args)...));
     std::vector<std::string> chunks;
     chunks.push_back(std::move(c));
     return submit_all<R>(std::move(chunks), &detail::pool_star_trampoline<Fn, T>,
@@ -795,7 +824,7 @@ class Pool {
     std::size_t total = 0;
     if constexpr (std::ranges::sized_range<Range>) total = static_cast<std::size_t>(std::ranges::size(items));
     auto source = detail::pool_chunk_source(std::views::all(std::forward<Range>(items)), chunksize,
-                                            [](std::string& c, const auto& x) { reduction::dump_into(c, static_cast<const A&>(x)); });
+                                            [](std::string& c, const auto& x) { detail::pool_put(c, static_cast<const A&>(x)); });
     return IMapRange<R>(core_, std::move(source), &detail::pool_map_trampoline<Fn, A>,
                         reinterpret_cast<void*>(fp), ordered,
                         2 * static_cast<std::size_t>(processes()), detail::progress_start(options, total));
