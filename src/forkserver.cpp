@@ -165,6 +165,10 @@ std::shared_ptr<ChildRecord> launch_forkserver(const LaunchRequest& req) {
   boot_child.reset();
   status_server.reset();
   auto deadline = Deadline::after(kBootTimeout);
+  // The boot message goes out at once, while the server forks: the child finds it waiting.
+  // Should the child never come, the server has closed its end of the channel and the send
+  // fails rather than blocks.
+  send_boot_message(boot_parent.get(), boot, req.call.fds, deadline);
   std::int32_t pid = 0;
   if (!sys::poll_one(status_parent.get(), POLLIN, deadline) ||
       sys::read_full(status_parent.get(), &pid, sizeof pid, "forkserver status") != sizeof pid || pid <= 0)
@@ -176,7 +180,6 @@ std::shared_ptr<ChildRecord> launch_forkserver(const LaunchRequest& req) {
   ::fcntl(status_parent.get(), F_SETFL, fl | O_NONBLOCK);
   rec->status_fd = std::move(status_parent);
   try {
-    send_boot_message(boot_parent.get(), boot, req.call.fds, deadline);
     wait_boot_ack(boot_parent.get(), rec->sentinel(), req.name, deadline, [&] {
       wait_child(*rec, Deadline::after(std::chrono::seconds(1)));
       std::lock_guard g(rec->m);
