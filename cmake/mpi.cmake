@@ -31,6 +31,10 @@ if(MP_BUILD_TESTS)
   # detect_leaks=0: Open MPI's own start-up allocations (hwloc, PMIx, the BTLs) are never freed
   # and would make LeakSanitizer fail every rank of the ASan build.
   set(MP_MPI_ENV "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMPI_MCA_rmaps_base_oversubscribe=1;ASAN_OPTIONS=detect_leaks=0;MP_MPIRUN=${MP_MPIRUN}")
+  if(MP_SANITIZE STREQUAL "thread")
+    # Open MPI is not instrumented: keep TSan to this project's code (tests/mpi/tsan.supp).
+    list(APPEND MP_MPI_ENV "TSAN_OPTIONS=suppressions=${PROJECT_SOURCE_DIR}/tests/mpi/tsan.supp")
+  endif()
   add_test(NAME mpi_pool_np3 COMMAND ${MP_MPIRUN} --oversubscribe -np 3 $<TARGET_FILE:test_mpi_pool>)
   add_test(NAME mpi_pool_single COMMAND $<TARGET_FILE:test_mpi_pool>)
   add_test(NAME mpi_pool_spawn COMMAND $<TARGET_FILE:mpi_probe> spawn)

@@ -503,6 +503,7 @@ class Backend {
     std::vector<std::exception_ptr> unsendable_errors;
     std::vector<std::uint64_t> unsendable_pools;
     std::string buf;
+    std::vector<std::pair<std::string, int>> replies;
     std::uint64_t next_id = 1;
     std::optional<std::chrono::steady_clock::time_point> stop_deadline;
     for (;;) {
@@ -593,9 +594,13 @@ class Backend {
           buf.resize(static_cast<std::size_t>(n));
           MPI_Mrecv(buf.data(), n, MPI_BYTE, &m, &st);
           progress = true;
-          handle_reply(buf, st.MPI_SOURCE);
+          replies.emplace_back(std::move(buf), st.MPI_SOURCE);
+          buf = std::string();
         }
       }
+      // Handled once g_mpi_mu is released: the lock order is always mu_, then g_mpi_mu.
+      for (auto& [reply, source] : replies) handle_reply(reply, source);
+      replies.clear();
       if (progress) {
         backoff.progress();
       } else {
