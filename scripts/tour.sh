@@ -10,7 +10,8 @@ for exe in build/default/seed/seed_*; do
   name=$(basename "$exe")
   name=${name#seed_}
   echo
-  echo "=== Celda ${name%%_*}: ${name#*_} (examples/seed/${name}.cpp) ==="
+  src=$(ls examples/seed/"${name}".cpp examples/*/"${name}".cpp 2>/dev/null | head -n 1)
+  echo "=== Celda ${name%%_*}: ${name#*_} (${src}) ==="
   # Cells that need mpirun are run through it.
   if [[ "$name" == *mpi* ]]; then
     mpirun --allow-run-as-root --oversubscribe -np 3 "$exe" "$@"
