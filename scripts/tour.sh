@@ -10,7 +10,7 @@ for exe in build/default/seed/seed_*; do
   name=$(basename "$exe")
   name=${name#seed_}
   echo
-  src=$(ls examples/seed/"${name}".cpp examples/*/"${name}".cpp 2>/dev/null | head -n 1)
+  src=$(ls examples/seed/"${name}".cpp examples/*/"${name}".cpp 2>/dev/null | head -n 1 || true)
   echo "=== Celda ${name%%_*}: ${name#*_} (${src}) ==="
   # Cells that need mpirun are run through it.
   if [[ "$name" == *mpi* ]]; then
