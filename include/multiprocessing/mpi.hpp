@@ -145,7 +145,7 @@ class IMapRange {
           std::rethrow_exception(e);
         }
         std::vector<R> v;
-        detail::decode_chunk<R>(detail::job_chunk_data(*job, i), v);
+        detail::pool_decode_chunk<R>(detail::job_chunk_data(*job, i), v);
         detail::job_release_chunk(*job, i);
         for (auto& x : v) buffer.push_back(std::move(x));
       }
@@ -251,8 +251,8 @@ class Pool {
     using R = detail::value_t<std::invoke_result_t<Fn, A>>;
     static_assert(reduction::Serializable<A>, "mp::mpi::Pool::map: the argument type cannot cross a process boundary");
     static_assert(reduction::Serializable<R>, "mp::mpi::Pool::map: the result type cannot cross a process boundary");
-    auto chunks = encode(items, chunksize, [](std::string& c, const auto& x) { reduction::dump_into(c, static_cast<const A&>(x)); });
-    return submit_all<std::vector<R>>(std::move(chunks), &detail::map_trampoline<Fn, A>, reinterpret_cast<void*>(fp),
+    auto chunks = encode(items, chunksize, [](std::string& c, const auto& x) { detail::pool_put(c, static_cast<const A&>(x)); });
+    return submit_all<std::vector<R>>(std::move(chunks), detail::map_trampoline<Fn, A>, reinterpret_cast<void*>(fp),
                                       &detail::decode_all<R>);
   }
 
@@ -270,8 +270,8 @@ class Pool {
     using R = detail::value_t<decltype(std::apply(fp, std::declval<T>()))>;
     static_assert(reduction::Serializable<T> && reduction::Serializable<R>,
                   "mp::mpi::Pool::starmap: arguments and results must cross a process boundary");
-    auto chunks = encode(items, chunksize, [](std::string& c, const auto& x) { reduction::dump_into(c, static_cast<const T&>(x)); });
-    return submit_all<std::vector<R>>(std::move(chunks), &detail::star_trampoline<Fn, T>, reinterpret_cast<void*>(fp),
+    auto chunks = encode(items, chunksize, [](std::string& c, const auto& x) { detail::pool_put(c, static_cast<const T&>(x)); });
+    return submit_all<std::vector<R>>(std::move(chunks), detail::star_trampoline<Fn, T>, reinterpret_cast<void*>(fp),
                                       &detail::decode_all<R>);
   }
 
@@ -293,10 +293,10 @@ class Pool {
     detail::core_check_open(*core_);
     std::string c;
     reduction::dump_into(c, std::uint64_t{1});
-    reduction::dump_into(c, T(std::forward<Args>(args)...));
+    detail::pool_put(c, T(std::forward<Args>(args)...));
     std::vector<std::string> chunks;
     chunks.push_back(std::move(c));
-    return submit_all<R>(std::move(chunks), &detail::star_trampoline<Fn, T>, reinterpret_cast<void*>(fp), &decode_one<R>);
+    return submit_all<R>(std::move(chunks), detail::star_trampoline<Fn, T>, reinterpret_cast<void*>(fp), &decode_one<R>);
   }
 
   /// Lazy, ordered results (chunksize 1 by default).
@@ -323,7 +323,7 @@ class Pool {
   template <class R>
   static R decode_one(detail::Job& job) {
     std::vector<R> v;
-    detail::decode_chunk<R>(detail::job_chunk_data(job, 0), v);
+    detail::pool_decode_chunk<R>(detail::job_chunk_data(job, 0), v);
     if (v.size() != 1) throw DecodeError("multiprocessing: apply result holds no value");
     return std::move(v.front());
   }
@@ -342,7 +342,7 @@ class Pool {
       chunksize = (n + div - 1) / div;
       if (chunksize == 0) chunksize = 1;
     }
-    return detail::encode_chunks(std::ranges::begin(items), std::ranges::end(items), chunksize, enc);
+    return detail::pool_encode_chunks(std::ranges::begin(items), std::ranges::end(items), chunksize, enc);
   }
 
   template <class T>
@@ -362,8 +362,8 @@ class Pool {
     static_assert(reduction::Serializable<A> && reduction::Serializable<R>,
                   "mp::mpi::Pool::imap: arguments and results must cross a process boundary");
     if (chunksize == 0) chunksize = 1;
-    auto chunks = encode(items, chunksize, [](std::string& c, const auto& x) { reduction::dump_into(c, static_cast<const A&>(x)); });
-    return IMapRange<R>(core_, std::move(chunks), &detail::map_trampoline<Fn, A>, reinterpret_cast<void*>(fp), ordered,
+    auto chunks = encode(items, chunksize, [](std::string& c, const auto& x) { detail::pool_put(c, static_cast<const A&>(x)); });
+    return IMapRange<R>(core_, std::move(chunks), detail::map_trampoline<Fn, A>, reinterpret_cast<void*>(fp), ordered,
                         2 * static_cast<std::size_t>(processes()));
   }
 

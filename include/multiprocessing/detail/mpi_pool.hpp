@@ -1,8 +1,6 @@
 // detail/mpi_pool.hpp: the machinery behind mp::mpi::Pool (mpi.hpp). Not for users.
 //
-// Its own copies of the task trampolines and the chunk format, so that the MPI pool depends
-// only on the codec (reduction.hpp), process.hpp's FunctionLike and errors.hpp, never on the
-// local Pool's internals. The parent-side state (jobs, the dispatcher, the worker ranks) lives
+// The task trampolines and the chunk format are mp::Pool's (pool.hpp). The parent-side state (jobs, the dispatcher, the worker ranks) lives
 // in src/mpi/pool.cpp (library multiprocessing::mpi); these declarations are its interface.
 #pragma once
 
@@ -22,6 +20,7 @@
 #include <vector>
 
 #include "multiprocessing/errors.hpp"
+#include "multiprocessing/pool.hpp"
 #include "multiprocessing/process.hpp"
 #include "multiprocessing/reduction.hpp"
 
@@ -31,63 +30,18 @@ struct PoolOptions;
 
 namespace detail {
 
-/// Runs one chunk in a worker rank: decodes the arguments in `in`, calls the function,
-/// appends the encoded results to `out`. Exceptions from the function propagate.
-using Trampoline = void (*)(void* fn, std::string_view in, std::string& out);
-
-/// A task's value on the wire and for the caller: void results are std::monostate.
+// The chunk format and the task trampolines are mp::Pool's (pool.hpp): a worker rank runs a
+// chunk exactly as a local worker process does.
+using Trampoline = ::multiprocessing::detail::PoolTrampoline;
 template <class R>
-using value_t = std::conditional_t<std::is_void_v<R>, std::monostate, std::remove_cvref_t<R>>;
-
-template <class Fn, class... A>
-auto call(Fn f, A&&... a) {
-  using R = std::invoke_result_t<Fn, A...>;
-  if constexpr (std::is_void_v<R>) {
-    std::invoke(f, std::forward<A>(a)...);
-    return std::monostate{};
-  } else {
-    return value_t<R>(std::invoke(f, std::forward<A>(a)...));
-  }
-}
-
-/// The chunk format: a std::uint64_t count, then one codec message per element.
-inline std::uint64_t chunk_count(std::string_view& in) {
-  auto n = reduction::load_prefix<std::uint64_t>(in);
-  if (n > in.size()) throw DecodeError("multiprocessing: MPI pool chunk count exceeds its bytes");
-  return n;
-}
-
-/// map/imap: each element is one argument.
+using value_t = ::multiprocessing::detail::pool_value_t<R>;
 template <class Fn, class A>
-void map_trampoline(void* fn, std::string_view in, std::string& out) {
-  Fn f = reinterpret_cast<Fn>(fn);
-  const auto n = chunk_count(in);
-  reduction::dump_into(out, n);
-  for (std::uint64_t i = 0; i < n; ++i) {
-    A a = reduction::load_prefix<A>(in);
-    reduction::dump_into(out, call(f, std::move(a)));
-  }
-}
-
-/// starmap/apply: each element is a tuple of arguments.
+inline constexpr Trampoline map_trampoline = &::multiprocessing::detail::pool_map_trampoline<Fn, A>;
 template <class Fn, class Tuple>
-void star_trampoline(void* fn, std::string_view in, std::string& out) {
-  Fn f = reinterpret_cast<Fn>(fn);
-  const auto n = chunk_count(in);
-  reduction::dump_into(out, n);
-  for (std::uint64_t i = 0; i < n; ++i) {
-    Tuple t = reduction::load_prefix<Tuple>(in);
-    reduction::dump_into(out, std::apply([f](auto&&... a) { return call(f, std::move(a)...); }, std::move(t)));
-  }
-}
-
-/// Decodes a chunk's results (as the trampolines wrote them), appending to `out`.
-template <class R>
-void decode_chunk(std::string_view in, std::vector<R>& out) {
-  const auto n = chunk_count(in);
-  out.reserve(out.size() + n);
-  for (std::uint64_t i = 0; i < n; ++i) out.push_back(reduction::load_prefix<R>(in));
-}
+inline constexpr Trampoline star_trampoline = &::multiprocessing::detail::pool_star_trampoline<Fn, Tuple>;
+using ::multiprocessing::detail::pool_decode_chunk;
+using ::multiprocessing::detail::pool_encode_chunks;
+using ::multiprocessing::detail::pool_put;
 
 template <class F>
 inline constexpr bool function_v = ::multiprocessing::detail::FunctionLike<std::decay_t<F>>;
@@ -100,22 +54,6 @@ inline constexpr bool function_v = ::multiprocessing::detail::FunctionLike<std::
 template <class F>
 auto fn_pointer(F&& f) {
   return +f;  // a function pointer, also for a lambda without captures
-}
-
-/// Splits [first, last) into chunks of `chunksize` encoded elements.
-template <class It, class S, class Enc>
-std::vector<std::string> encode_chunks(It first, S last, std::size_t chunksize, Enc enc) {
-  std::vector<std::string> chunks;
-  while (first != last) {
-    std::string body;
-    std::size_t n = 0;
-    for (; first != last && n < chunksize; ++first, ++n) enc(body, *first);
-    std::string c;
-    reduction::dump_into(c, static_cast<std::uint64_t>(n));
-    c += body;
-    chunks.push_back(std::move(c));
-  }
-  return chunks;
 }
 
 /// One submitted job (a map, an apply, an imap): one slot per chunk. Defined in
@@ -152,7 +90,7 @@ template <class R>
 std::vector<R> decode_all(Job& job) {
   std::vector<R> out;
   const std::size_t n = job_chunks(job);
-  for (std::size_t i = 0; i < n; ++i) decode_chunk<R>(job_chunk_data(job, i), out);
+  for (std::size_t i = 0; i < n; ++i) pool_decode_chunk<R>(job_chunk_data(job, i), out);
   return out;
 }
 
