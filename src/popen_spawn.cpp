@@ -8,6 +8,8 @@
 #include <fcntl.h>
 
 #include <cstdlib>
+#include <cstring>
+#include <string>
 #include <vector>
 
 #include "process_internal.hpp"
@@ -45,24 +47,50 @@ pid_t spawn_self(const char* mode, int fd, char** envp = environ) {
 
 }  // namespace
 
-pid_t spawn_helper(const char* mode, int fd, bool bind_now) {
-  if (!bind_now || ::getenv("LD_BIND_NOW") != nullptr) return spawn_self(mode, fd);
-  // The dynamic loader then binds every symbol when the helper starts, so that processes it
-  // forks do not each look up the functions they call first (each lookup faults in pages of
-  // symbol tables, in every child). The helper removes both variables again (see
-  // forget_bind_now_request) so that its children do not see them.
+pid_t spawn_helper(const char* mode, int fd, bool lean) {
+  if (!lean) return spawn_self(mode, fd);
+  // A helper that forks (the forkserver) starts lean, so that the processes it forks write
+  // fewer pages (each first write after a fork is a copy-on-write fault, tens of
+  // microseconds on a virtual machine):
+  // - LD_BIND_NOW: the dynamic loader binds every symbol at start, so the children do not
+  //   each look up the functions they call first;
+  // - glibc.pthread.rseq=0: no restartable-sequence area, which the kernel rewrites in the
+  //   thread block after every reschedule.
+  // The helper puts both variables back as they were (restore_helper_environment), so that
+  // its children see this process's environment. What it must restore travels in
+  // MP_HELPER_ENV: 'b' when LD_BIND_NOW was added, then '-' (no GLIBC_TUNABLES) or
+  // '=' followed by the former value.
+  std::vector<std::string> owned;
   std::vector<char*> env;
-  for (char** e = environ; *e; ++e) env.push_back(*e);
-  env.push_back(const_cast<char*>("LD_BIND_NOW=1"));
-  env.push_back(const_cast<char*>("MP_HELPER_BIND_NOW=1"));
+  for (char** e = environ; *e; ++e)
+    if (std::strncmp(*e, "GLIBC_TUNABLES=", 15) != 0) env.push_back(*e);
+  std::string restore;
+  if (::getenv("LD_BIND_NOW") == nullptr) {
+    owned.emplace_back("LD_BIND_NOW=1");
+    restore += 'b';
+  }
+  const char* tunables = ::getenv("GLIBC_TUNABLES");
+  restore += tunables ? std::string("=") + tunables : std::string("-");
+  owned.push_back(std::string("GLIBC_TUNABLES=") + (tunables && *tunables ? std::string(tunables) + ":" : "") +
+                  "glibc.pthread.rseq=0");
+  owned.push_back("MP_HELPER_ENV=" + restore);
+  for (std::string& s : owned) env.push_back(s.data());
   env.push_back(nullptr);
   return spawn_self(mode, fd, env.data());
 }
 
-void forget_bind_now_request() noexcept {
-  if (::getenv("MP_HELPER_BIND_NOW") == nullptr) return;
-  ::unsetenv("MP_HELPER_BIND_NOW");
-  ::unsetenv("LD_BIND_NOW");
+void restore_helper_environment() noexcept {
+  const char* r = ::getenv("MP_HELPER_ENV");
+  if (r == nullptr) return;
+  std::string restore = r;
+  ::unsetenv("MP_HELPER_ENV");
+  size_t at = 0;
+  if (at < restore.size() && restore[at] == 'b') {
+    ::unsetenv("LD_BIND_NOW");
+    ++at;
+  }
+  if (at < restore.size() && restore[at] == '=') ::setenv("GLIBC_TUNABLES", restore.c_str() + at + 1, 1);
+  else ::unsetenv("GLIBC_TUNABLES");
 }
 
 std::shared_ptr<ChildRecord> launch_spawn(const LaunchRequest& req) {

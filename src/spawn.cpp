@@ -65,9 +65,50 @@ int find_object(dl_phdr_info* info, size_t, void* data) {
   return l->name && l->found ? 1 : 0;
 }
 
+// The main program's executable segments, found once: most targets live there, and a
+// forkserver child then names its target without walking the loaded objects (each code page
+// a fork child touches first is a page fault).
+struct MainProgram {
+  std::uintptr_t base = 0;
+  std::uintptr_t lo[4] = {}, hi[4] = {};
+  int segments = 0;
+};
+
+const MainProgram& main_program() {
+  static const MainProgram m = [] {
+    MainProgram r;
+    dl_iterate_phdr(
+        [](dl_phdr_info* info, size_t, void* data) {
+          auto* r = static_cast<MainProgram*>(data);
+          r->base = info->dlpi_addr;
+          for (int i = 0; i < info->dlpi_phnum && r->segments < 4; ++i) {
+            const auto& ph = info->dlpi_phdr[i];
+            if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
+            r->lo[r->segments] = info->dlpi_addr + ph.p_vaddr;
+            r->hi[r->segments++] = info->dlpi_addr + ph.p_vaddr + ph.p_memsz;
+          }
+          return 1;  // the first object reported is the main program
+        },
+        &r);
+    return r;
+  }();
+  return m;
+}
+
+bool in_main_program(std::uintptr_t a) {
+  const MainProgram& m = main_program();
+  for (int i = 0; i < m.segments; ++i)
+    if (a >= m.lo[i] && a < m.hi[i]) return true;
+  return false;
+}
+
 }  // namespace
 
+void warm_code_address_cache() { (void)main_program(); }
+
 CodeAddress encode_code_address(void* p) {
+  if (in_main_program(reinterpret_cast<std::uintptr_t>(p)))
+    return CodeAddress{std::string(), reinterpret_cast<std::uintptr_t>(p) - main_program().base};
   Lookup l;
   l.addr = reinterpret_cast<std::uintptr_t>(p);
   dl_iterate_phdr(find_object, &l);
@@ -76,6 +117,8 @@ CodeAddress encode_code_address(void* p) {
 }
 
 void* decode_code_address(const CodeAddress& c) {
+  if (c.object.empty() && in_main_program(main_program().base + c.offset))
+    return reinterpret_cast<void*>(main_program().base + c.offset);
   Lookup l;
   l.name = &c.object;
   l.addr = static_cast<std::uintptr_t>(c.offset);

@@ -61,10 +61,15 @@ void wait_boot_ack(int boot_fd, int child_ended_fd, const std::string& name, con
 /// runs the target and exits. Never returns.
 [[noreturn]] void run_boot(int boot_fd);
 
-/// posix_spawn of /proc/self/exe with argv[1] = mode and fd as descriptor 3 (only 0-3 inherited).
-pid_t spawn_helper(const char* mode, int fd, bool bind_now = false);
-/// In a helper started with bind_now: removes the variables that asked for it.
-void forget_bind_now_request() noexcept;
+/// Finds the main program's code segments now, so that fork children of this process (the
+/// forkserver's) name their targets without walking the loaded objects.
+void warm_code_address_cache();
+
+/// posix_spawn of /proc/self/exe with argv[1] = mode and fd as descriptor 3 (only 0-3
+/// inherited). `lean`: for a helper that forks; see popen_spawn.cpp.
+pid_t spawn_helper(const char* mode, int fd, bool lean = false);
+/// In a helper started lean: puts the environment back as its starter had it.
+void restore_helper_environment() noexcept;
 
 /// What a launcher needs for one child.
 struct LaunchRequest {

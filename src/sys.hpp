@@ -2,6 +2,9 @@
 // close), and failures become std::system_error naming the call and its argument.
 #pragma once
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <string_view>
 #include <system_error>
@@ -30,6 +33,30 @@ auto check(F&& f, std::string_view call, std::string_view arg = {}) {
   auto r = retry(f);
   if (r == -1) throw_errno(call, arg);
   return r;
+}
+
+/// A system call made directly: it sets no errno and does no thread-cancellation
+/// bookkeeping, so it writes no memory besides its arguments. Right after a fork every page
+/// is copy-on-write, and each first write costs a page fault (tens of microseconds on a
+/// virtual machine): the forkserver's loop and its children's first steps use this. Returns
+/// the kernel's result, -errno on failure.
+inline long raw_syscall(long nr, long a = 0, long b = 0, long c = 0, long d = 0, long e = 0) noexcept {
+#if defined(__x86_64__)
+  long ret;
+  register long r10 asm("r10") = d;
+  register long r8 asm("r8") = e;
+  asm volatile("syscall"
+               : "=a"(ret)
+               : "a"(nr), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8)
+               : "rcx", "r11", "memory");
+  return ret;
+#else
+  const int saved = errno;
+  long r = ::syscall(nr, a, b, c, d, e);
+  if (r == -1) r = -errno;
+  errno = saved;
+  return r;
+#endif
 }
 
 /// A close-on-exec pipe: {read end, write end}.

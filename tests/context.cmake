@@ -11,3 +11,12 @@ foreach(check context_spawn_capture:pass.the.data.as.arguments
             ${CMAKE_CURRENT_SOURCE_DIR}/compile_fail/${name}.cpp)
   set_tests_properties(${name}_refused PROPERTIES LABELS fast TIMEOUT 300 PASS_REGULAR_EXPRESSION "${expect}")
 endforeach()
+
+# The forkserver starts with glibc tunables of its own added to GLIBC_TUNABLES; a user's own
+# tunables must reach its children unchanged (ChildSeesTheParentsEnvironmentAndDirectory
+# compares them), so run that case once more with some set.
+add_test(NAME forkserver_children_keep_the_users_glibc_tunables
+  COMMAND ${CMAKE_COMMAND} -E env GLIBC_TUNABLES=glibc.malloc.tcache_count=5
+          $<TARGET_FILE:test_process> --gtest_filter=*ChildSeesTheParentsEnvironmentAndDirectory/forkserver)
+set_tests_properties(forkserver_children_keep_the_users_glibc_tunables PROPERTIES LABELS fast TIMEOUT 120
+  ENVIRONMENT "MP_SOURCE_DIR=${PROJECT_SOURCE_DIR}" FAIL_REGULAR_EXPRESSION "SKIPPED|FAILED")

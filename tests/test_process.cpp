@@ -579,13 +579,19 @@ TEST_P(ProcessTest, ContextMakesQueuesAndPools) {
   EXPECT_EQ(pool.map(triple, std::vector<int>{1, 2, 3}), (std::vector<int>{3, 6, 9}));
 }
 
-int environment_is_the_parents() {
-  // The forkserver is started with LD_BIND_NOW (see popen_spawn.cpp); its children must not
-  // inherit that request.
-  return std::getenv("MP_HELPER_BIND_NOW") == nullptr && std::getenv("LD_BIND_NOW") == nullptr &&
-                 std::getenv("MP_TEST_MARKER") != nullptr
-             ? 0
-             : 4;
+// The forkserver starts lean (LD_BIND_NOW, glibc.pthread.rseq=0 added to GLIBC_TUNABLES;
+// see popen_spawn.cpp); its children must see the parent's variables, not those.
+int environment_is_the_parents(std::string tunables, bool marker) {
+  const char* t = std::getenv("GLIBC_TUNABLES");
+  if (tunables != (t ? std::string("=") + t : std::string("-"))) return 3;
+  if (std::getenv("MP_HELPER_ENV") != nullptr || std::getenv("LD_BIND_NOW") != nullptr) return 4;
+  if ((std::getenv("MP_TEST_MARKER") != nullptr) != marker) return 5;
+  return 0;
+}
+
+std::string current_tunables() {
+  const char* t = std::getenv("GLIBC_TUNABLES");
+  return t ? std::string("=") + t : std::string("-");
 }
 
 int cwd_is(std::string expected) {
@@ -598,11 +604,13 @@ int cwd_is(std::string expected) {
 TEST_P(ProcessTest, ChildSeesTheParentsEnvironmentAndDirectory) {
   if (std::getenv("LD_BIND_NOW") != nullptr) GTEST_SKIP() << "LD_BIND_NOW is set for this run";
   // Changed after any forkserver started: its children must still see the parent's state.
-  mp::Process warm(do_nothing);
-  warm.start();
-  warm.join();
+  // Unchanged since then: the forkserver's children get its own environment back as it was.
+  mp::Process same(environment_is_the_parents, current_tunables(), false);
+  same.start();
+  same.join();
+  EXPECT_EQ(same.exitcode(), 0);
   ::setenv("MP_TEST_MARKER", "1", 1);
-  mp::Process p(environment_is_the_parents);
+  mp::Process p(environment_is_the_parents, current_tunables(), true);
   p.start();
   p.join();
   ::unsetenv("MP_TEST_MARKER");
@@ -617,6 +625,46 @@ TEST_P(ProcessTest, ChildSeesTheParentsEnvironmentAndDirectory) {
   EXPECT_EQ(::chdir(old), 0);
   std::free(old);
   EXPECT_EQ(q.exitcode(), 0);
+}
+
+int parent_pid_is(int expected) { return ::getppid() == expected ? 0 : 6; }
+int exit_seven() { return 7; }
+
+TEST_P(ProcessTest, ChildIsTheStartersOwnChild) {
+#if defined(__SANITIZE_THREAD__)
+  if (method() == mp::StartMethod::forkserver)
+    GTEST_SKIP() << "under ThreadSanitizer the forkserver keeps its children (see forkserver.cpp)";
+#endif
+  // Under every method a child that is not a daemon is this process's own (the forkserver
+  // makes it so with CLONE_PARENT): getppid() names us, and join() reaps it here.
+  mp::Process p(parent_pid_is, static_cast<int>(::getpid()));
+  p.start();
+  const pid_t pid = *p.pid();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+  errno = 0;
+  EXPECT_EQ(::waitpid(pid, nullptr, WNOHANG), -1) << "the child was left unreaped";
+  EXPECT_EQ(errno, ECHILD);
+  // A daemon's exit code arrives too (under forkserver the server keeps daemons and
+  // reports their status).
+  mp::Process d({.daemon = true}, exit_seven);
+  d.start();
+  d.join();
+  EXPECT_EQ(d.exitcode(), 7);
+}
+
+TEST_P(ProcessTest, ForkserverReportsExitCodesWhileSigchldIsIgnored) {
+  if (method() != mp::StartMethod::forkserver)
+    GTEST_SKIP() << "with SIGCHLD ignored the kernel reaps a fork or spawn child itself: its status is lost";
+  // The forkserver then keeps the child and reports its status, as it does for daemons.
+  struct sigaction ign {}, old {};
+  ign.sa_handler = SIG_IGN;
+  ASSERT_EQ(::sigaction(SIGCHLD, &ign, &old), 0);
+  mp::Process p(exit_seven);
+  p.start();
+  p.join();
+  ::sigaction(SIGCHLD, &old, nullptr);
+  EXPECT_EQ(p.exitcode(), 7);
 }
 
 template <mp::StartMethod M>
