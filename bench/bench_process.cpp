@@ -7,6 +7,9 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
+#include <map>
+#include <string>
 
 #include <multiprocessing.hpp>
 
@@ -21,7 +24,8 @@ int main(int argc, char** argv) {
   // A raw posix_spawn of this binary with this argument exits at once: the exec floor.
   if (argc > 1 && std::strcmp(argv[1], "--exit-at-once") == 0) return 0;
   mp::init(argc, argv);
-  const int n = argc > 1 ? std::atoi(argv[1]) : 1000;
+  const bool spawn_only = argc > 2 && std::strcmp(argv[1], "--spawn-figures") == 0;
+  const int n = spawn_only ? std::atoi(argv[2]) : argc > 1 ? std::atoi(argv[1]) : 1000;
 
   auto raw_fork = [] {
     pid_t pid = ::fork();
@@ -58,6 +62,13 @@ int main(int argc, char** argv) {
     }
     return std::pair{ta / count * 1e6, tb / count * 1e6};
   };
+  if (spawn_only) {
+    // Run by bench_process in its twin built with the C++ runtime linked statically.
+    auto [rawspawn_us, spawn_us] = measure(n, raw_spawn, process(mp::StartMethod::spawn));
+    bench::report("raw_posix_spawn_waitpid", rawspawn_us, "us");
+    bench::report("process_spawn_start_join", spawn_us, "us");
+    return 0;
+  }
   auto [raw_us, fork_us] = measure(n, raw_fork, process(mp::StartMethod::fork));
   auto [rawspawn_us, spawn_us] = measure(n / 5, raw_spawn, process(mp::StartMethod::spawn));
   mp::set_start_method(mp::StartMethod::forkserver);  // starts the server outside the timing
@@ -81,6 +92,19 @@ int main(int argc, char** argv) {
   bench::report("process_fork_speedup_vs_python", py_fork / fork_us, "x");
   bench::report("process_spawn_speedup_vs_python", py_spawn / spawn_us, "x");
   bench::report("process_forkserver_speedup_vs_python", py_fs / fs_us, "x");
+
+  // A spawn start is mostly the dynamic loader relocating libstdc++ in the new process (the
+  // raw floor pays it too). The same program with the C++ runtime linked statically
+  // (-static-libstdc++ -static-libgcc, bench_process_static_cxx) shows what that choice of
+  // the user's saves.
+  std::string twin = std::filesystem::read_symlink("/proc/self/exe").parent_path() / "bench_process_static_cxx";
+  auto st = std::filesystem::exists(twin) ? bench::run_figures(twin + " --spawn-figures " + std::to_string(n / 5))
+                                          : std::map<std::string, double>{};
+  double st_raw = bench::get(st, "raw_posix_spawn_waitpid"), st_spawn = bench::get(st, "process_spawn_start_join");
+  bench::report("raw_posix_spawn_waitpid_static_cxx", st_raw, "us");
+  bench::report("process_spawn_start_join_static_cxx", st_spawn, "us");
+  bench::report("process_spawn_vs_raw_posix_spawn_static_cxx", st_spawn / st_raw, "x");
+  bench::report("process_spawn_speedup_vs_python_static_cxx", py_spawn / st_spawn, "x");
 
   // Page faults per start+join, parent and child together: on a virtual machine each costs
   // tens of microseconds, and they are most of what a fork start pays above the raw floor.

@@ -44,11 +44,10 @@ inline std::string python() {
   return p ? p : "python3";
 }
 
-/// Runs `python3 bench/<script> args...`, which prints "name value unit" lines, and returns
-/// them as name -> value. Empty when Python could not run (the caller prints "nan").
-inline std::map<std::string, double> run_python(const std::string& script, const std::string& args = "") {
+/// Runs a shell command that prints "name value unit" lines, and returns them as
+/// name -> value. Empty when it could not run (the caller prints "nan").
+inline std::map<std::string, double> run_figures(const std::string& cmd) {
   std::map<std::string, double> out;
-  std::string cmd = python() + " " + std::string(MP_BENCH_DIR) + "/" + script + " " + args;
   FILE* f = ::popen(cmd.c_str(), "r");
   if (!f) return out;
   char line[512];
@@ -60,6 +59,11 @@ inline std::map<std::string, double> run_python(const std::string& script, const
   }
   ::pclose(f);
   return out;
+}
+
+/// Runs `python3 bench/<script> args...` (see run_figures).
+inline std::map<std::string, double> run_python(const std::string& script, const std::string& args = "") {
+  return run_figures(python() + " " + std::string(MP_BENCH_DIR) + "/" + script + " " + args);
 }
 
 /// Looks a Python figure up, NaN when missing.
