@@ -181,41 +181,33 @@ double oneway_raw(bool socket, std::size_t size, int count, bool fresh = false) 
   return t;
 }
 
-template <class F>
-double median(F&& f) {
-  std::vector<double> v;
-  for (int i = 0; i < kReps; ++i) v.push_back(f());
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   mp::init(argc, argv);
   using bench::report;
 
-  const double rtt = median(rtt_pipe);
-  const double rtt_typed = median(rtt_pipe_typed);
-  const double rtt_sock = median([] { return rtt_raw(true); });
-  const double rtt_pip = median([] { return rtt_raw(false); });
+  const double rtt = bench::median_of(kReps, rtt_pipe);
+  const double rtt_typed = bench::median_of(kReps, rtt_pipe_typed);
+  const double rtt_sock = bench::median_of(kReps, [] { return rtt_raw(true); });
+  const double rtt_pip = bench::median_of(kReps, [] { return rtt_raw(false); });
   report("pipe_rtt_us", rtt, "us");
   report("pipe_typed_rtt_us", rtt_typed, "us");
   report("raw_socketpair_rtt_us", rtt_sock, "us");
   report("raw_pipe_rtt_us", rtt_pip, "us");
 
-  const double small = kSmallMessages / median([] { return oneway_pipe(8, kSmallMessages); });
-  const double small_sock = kSmallMessages / median([] { return oneway_raw(true, 8, kSmallMessages); });
-  const double small_pip = kSmallMessages / median([] { return oneway_raw(false, 8, kSmallMessages); });
+  const double small = kSmallMessages / bench::median_of(kReps, [] { return oneway_pipe(8, kSmallMessages); });
+  const double small_sock = kSmallMessages / bench::median_of(kReps, [] { return oneway_raw(true, 8, kSmallMessages); });
+  const double small_pip = kSmallMessages / bench::median_of(kReps, [] { return oneway_raw(false, 8, kSmallMessages); });
   report("pipe_small_msgs", small, "msg/s");
   report("raw_socketpair_small_msgs", small_sock, "msg/s");
   report("raw_pipe_small_msgs", small_pip, "msg/s");
 
   const double gb = static_cast<double>(kBig) * kBigMessages / 1e9;
-  const double big = gb / median([] { return oneway_pipe(kBig, kBigMessages); });
-  const double big_sock = gb / median([] { return oneway_raw(true, kBig, kBigMessages); });
-  const double big_pip = gb / median([] { return oneway_raw(false, kBig, kBigMessages); });
-  const double big_fresh = gb / median([] { return oneway_raw(true, kBig, kBigMessages, true); });
+  const double big = gb / bench::median_of(kReps, [] { return oneway_pipe(kBig, kBigMessages); });
+  const double big_sock = gb / bench::median_of(kReps, [] { return oneway_raw(true, kBig, kBigMessages); });
+  const double big_pip = gb / bench::median_of(kReps, [] { return oneway_raw(false, kBig, kBigMessages); });
+  const double big_fresh = gb / bench::median_of(kReps, [] { return oneway_raw(true, kBig, kBigMessages, true); });
   report("pipe_1mib_gbps", big, "GB/s");
   report("raw_socketpair_1mib_gbps", big_sock, "GB/s");
   report("raw_socketpair_fresh_buffer_1mib_gbps", big_fresh, "GB/s");

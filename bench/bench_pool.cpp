@@ -18,14 +18,8 @@
 
 namespace mp = multiprocessing;
 
-int trivial(int x) { return x + 1; }
-
-constexpr int kCpuIters = 1'000'000;  // a few ms per task
-std::int64_t burn(int x) {
-  volatile std::int64_t acc = 0;
-  for (int i = 0; i < kCpuIters; ++i) acc = (acc * 31 + i + x) % 1000003;
-  return acc;
-}
+using bench::burn;
+using bench::trivial;
 
 int main(int argc, char** argv) {
   mp::init(argc, argv);

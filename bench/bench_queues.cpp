@@ -248,14 +248,6 @@ double bare_rtt() {
   return t / kRtt * 1e6;
 }
 
-template <class F>
-double median_of(F&& f) {
-  std::vector<double> v;
-  for (int i = 0; i < kReps; ++i) v.push_back(f());
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -263,32 +255,32 @@ int main(int argc, char** argv) {
   using bench::report;
   const std::string kib(1024, 'x');
 
-  double q_int = median_of([] { return queue_mesh(1, 1, kInts, 12345); });
+  double q_int = bench::median_of(kReps, [] { return queue_mesh(1, 1, kInts, 12345); });
   report("queue_int_1to1", q_int, "msg/s");
-  double q_kib = median_of([&] { return queue_mesh(1, 1, kKib, kib); });
+  double q_kib = bench::median_of(kReps, [&] { return queue_mesh(1, 1, kKib, kib); });
   report("queue_1kib_1to1", q_kib, "msg/s");
-  double q_22 = median_of([] { return queue_mesh(2, 2, kPer22, 12345); });
+  double q_22 = bench::median_of(kReps, [] { return queue_mesh(2, 2, kPer22, 12345); });
   report("queue_int_2to2", q_22, "msg/s");
-  double q_rtt = median_of(queue_rtt);
+  double q_rtt = bench::median_of(kReps, queue_rtt);
   report("queue_rtt_us", q_rtt, "us");
   // Bounded like the message_queue below (1024 messages): the same shape as Boost's.
-  double qb_int = median_of([] { return queue_mesh(1, 1, kInts, 12345, 1024); });
+  double qb_int = bench::median_of(kReps, [] { return queue_mesh(1, 1, kInts, 12345, 1024); });
   report("queue_max1024_int_1to1", qb_int, "msg/s");
-  double qb_kib = median_of([&] { return queue_mesh(1, 1, kKib, kib, 1024); });
+  double qb_kib = bench::median_of(kReps, [&] { return queue_mesh(1, 1, kKib, kib, 1024); });
   report("queue_max1024_1kib_1to1", qb_kib, "msg/s");
 
-  double b_int = median_of([] { return boost_mesh(1, 1, kInts, sizeof(int)); });
+  double b_int = bench::median_of(kReps, [] { return boost_mesh(1, 1, kInts, sizeof(int)); });
   report("boost_mq_int_1to1", b_int, "msg/s");
-  double b_kib = median_of([] { return boost_mesh(1, 1, kKib, 1024); });
+  double b_kib = bench::median_of(kReps, [] { return boost_mesh(1, 1, kKib, 1024); });
   report("boost_mq_1kib_1to1", b_kib, "msg/s");
-  double b_22 = median_of([] { return boost_mesh(2, 2, kPer22, sizeof(int)); });
+  double b_22 = bench::median_of(kReps, [] { return boost_mesh(2, 2, kPer22, sizeof(int)); });
   report("boost_mq_int_2to2", b_22, "msg/s");
-  double b_rtt = median_of(boost_rtt);
+  double b_rtt = bench::median_of(kReps, boost_rtt);
   report("boost_mq_rtt_us", b_rtt, "us");
 
-  double r_int = median_of(bare_1to1);
+  double r_int = bench::median_of(kReps, bare_1to1);
   report("bare_ring_int_1to1", r_int, "msg/s");
-  double r_rtt = median_of(bare_rtt);
+  double r_rtt = bench::median_of(kReps, bare_rtt);
   report("bare_ring_rtt_us", r_rtt, "us");
 
   auto py = bench::run_python("py_queues.py");

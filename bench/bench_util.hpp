@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
@@ -27,6 +28,25 @@ double seconds(F&& f) {
   auto t0 = std::chrono::steady_clock::now();
   f();
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+/// The median of `reps` values returned by f().
+template <class F>
+double median_of(int reps, F&& f) {
+  std::vector<double> v;
+  for (int i = 0; i < reps; ++i) v.push_back(f());
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+/// The pool benchmarks' tasks (bench_pool, bench_mpi; py_pool.py and py_mpi.py do the same
+/// work): a trivial one, and a CPU-bound one of a few milliseconds.
+inline int trivial(int x) { return x + 1; }
+inline constexpr int kCpuIters = 1'000'000;
+inline std::int64_t burn(int x) {
+  volatile std::int64_t acc = 0;
+  for (int i = 0; i < kCpuIters; ++i) acc = (acc * 31 + i + x) % 1000003;
+  return acc;
 }
 
 /// The median of `reps` timings of f() (seconds).

@@ -13,7 +13,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -24,14 +23,8 @@
 
 namespace mp = multiprocessing;
 
-int trivial(int x) { return x + 1; }
-
-constexpr int kCpuIters = 1'000'000;  // a few ms per task
-std::int64_t burn(int x) {
-  volatile std::int64_t acc = 0;
-  for (int i = 0; i < kCpuIters; ++i) acc = (acc * 31 + i + x) % 1000003;
-  return acc;
-}
+using bench::burn;
+using bench::trivial;
 
 std::vector<int> iota(int n) {
   std::vector<int> v(n);
@@ -54,21 +47,6 @@ void measure(Pool& pool, const std::string& prefix, int n16, int n1) {
   });
   double par = bench::median_seconds(3, [&] { pool.map(burn, work, 25); });
   bench::report(prefix + "_cpu_map_speedup", seq / par, "x");
-}
-
-std::map<std::string, double> run_lines(const std::string& cmd) {
-  std::map<std::string, double> out;
-  FILE* f = ::popen(cmd.c_str(), "r");
-  if (!f) return out;
-  char line[512];
-  while (std::fgets(line, sizeof line, f)) {
-    std::istringstream in(line);
-    std::string name, unit;
-    double v;
-    if (in >> name >> v >> unit) out[name] = v;
-  }
-  ::pclose(f);
-  return out;
 }
 
 int main(int argc, char** argv) {
@@ -106,9 +84,9 @@ int main(int argc, char** argv) {
                        " --oversubscribe -np 3 ";
   char self[4096] = {};
   if (::readlink("/proc/self/exe", self, sizeof self - 1) <= 0) return 1;
-  auto mine = run_lines(mpirun + self + " --mpi-part " + std::to_string(n16) + " " + std::to_string(n1));
+  auto mine = bench::run_figures(mpirun + self + " --mpi-part " + std::to_string(n16) + " " + std::to_string(n1));
   for (auto& [k, v] : mine) bench::report(k, v, k.find("speedup") != std::string::npos ? "x" : "ns");
-  auto py = run_lines(mpirun + "/usr/bin/python3 -m mpi4py.futures " + MP_BENCH_DIR + "/py_mpi.py " + std::to_string(n16) +
+  auto py = bench::run_figures(mpirun + "/usr/bin/python3 -m mpi4py.futures " + MP_BENCH_DIR + "/py_mpi.py " + std::to_string(n16) +
                       " " + std::to_string(n1 / 2));
   for (auto& [k, v] : py) bench::report(k, v, k.find("speedup") != std::string::npos ? "x" : "ns");
 
