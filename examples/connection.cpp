@@ -1,5 +1,5 @@
-// connection.cpp: Pipe, wait, Listener and Client in one page
-// (Python: multiprocessing.Pipe, multiprocessing.connection).
+// connection.cpp: Pipe, wait, Listener and Client, and the authkey handshake run by hand, in
+// one page (Python: multiprocessing.Pipe, multiprocessing.connection).
 #include <chrono>
 #include <iostream>
 #include <string>
@@ -90,4 +90,23 @@ int main(int argc, char** argv) {
     std::cout << "listener refused a client: " << e.what() << std::endl;
   }
   bad.join();
+
+  // 4. The handshake run by hand: accept at once (a Listener without a key), then
+  //    authenticate in a thread of its own, so that a slow or silent client holds up nobody.
+  mp::connection::Listener open_listener("127.0.0.1:0");
+  mp::Process third(client, open_listener.address(), std::string("secret"));
+  third.start();
+  auto raw = open_listener.accept();  // no handshake yet
+  std::thread authenticator([&raw] {
+    try {
+      mp::connection::deliver_challenge(raw, "secret", 5s);
+      mp::connection::answer_challenge(raw, "secret", 5s);
+      std::cout << "authenticated by hand: " << raw.recv_bytes() << std::endl;
+      raw.send_bytes(std::string_view("welcome"));
+    } catch (const mp::AuthenticationError& e) {
+      std::cout << "refused by hand: " << e.what() << std::endl;
+    }
+  });
+  authenticator.join();
+  third.join();
 }

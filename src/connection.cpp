@@ -1166,7 +1166,7 @@ std::string handshake_recv(Connection& c, const Deadline& deadline) {
   }
 }
 
-void deliver_challenge(Connection& c, std::string_view key, const Deadline& deadline) {
+void deliver_challenge_by(Connection& c, std::string_view key, const Deadline& deadline) {
   std::string message = "{sha256}" + random_bytes(kChallengeRandomBytes);
   c.send_bytes(std::string(kChallenge) + message);
   std::string response = handshake_recv(c, deadline);
@@ -1182,7 +1182,7 @@ void deliver_challenge(Connection& c, std::string_view key, const Deadline& dead
   c.send_bytes(kWelcome);
 }
 
-void answer_challenge(Connection& c, std::string_view key, const Deadline& deadline) {
+void answer_challenge_by(Connection& c, std::string_view key, const Deadline& deadline) {
   std::string message = handshake_recv(c, deadline);
   if (message.substr(0, kChallenge.size()) != kChallenge) {
     throw AuthenticationError("authkey handshake: protocol error, expected a challenge");
@@ -1466,8 +1466,8 @@ std::optional<Connection> Listener::accept_until_(const Deadline& deadline) {
     if (authkey_) {
       Deadline hs = Deadline::after(handshake_timeout_);
       guarded_handshake([&] {
-        deliver_challenge(conn, *authkey_, hs);
-        answer_challenge(conn, *authkey_, hs);
+        deliver_challenge_by(conn, *authkey_, hs);
+        answer_challenge_by(conn, *authkey_, hs);
       });
     }
     return conn;
@@ -1518,11 +1518,19 @@ Connection Client(const std::string& address, std::optional<std::string> authkey
   conn.set_max_message_size(default_max_message_size);
   if (authkey) {
     guarded_handshake([&] {
-      answer_challenge(conn, *authkey, deadline);
-      deliver_challenge(conn, *authkey, deadline);
+      answer_challenge_by(conn, *authkey, deadline);
+      deliver_challenge_by(conn, *authkey, deadline);
     });
   }
   return conn;
+}
+
+void deliver_challenge(Connection& c, std::string_view authkey, std::chrono::milliseconds timeout) {
+  guarded_handshake([&] { deliver_challenge_by(c, authkey, Deadline::after(timeout)); });
+}
+
+void answer_challenge(Connection& c, std::string_view authkey, std::chrono::milliseconds timeout) {
+  guarded_handshake([&] { answer_challenge_by(c, authkey, Deadline::after(timeout)); });
 }
 
 }  // namespace connection

@@ -17,6 +17,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -30,6 +31,7 @@
 #include <list>
 #include <mutex>
 #include <system_error>
+#include <thread>
 #include <unordered_map>
 
 #include "multiprocessing/connection.hpp"
@@ -514,15 +516,31 @@ struct Peer {
   bool more = false;  // stopped draining with messages possibly buffered
 };
 
+// Authkey handshakes run beside the server loop, one thread each, so that a client that
+// connects and says nothing (or answers slowly) holds up nobody else. A finished handshake
+// hands its connection back through `done` and wakes the loop through `wake`.
+struct Handshakes {
+  static constexpr int kMaxRunning = 64;  // beyond that, new clients are refused at once
+  std::mutex m;
+  std::vector<connection::Connection> done;
+  int running = 0;
+  UniqueFd wake{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
+};
+
 class Server {
  public:
-  explicit Server(std::size_t max_message) : max_message_(max_message) {}
+  Server(std::size_t max_message, std::string authkey)
+      : max_message_(max_message), authkey_(std::move(authkey)) {}
 
   void run(connection::Listener& l) {
+    auto hs = std::make_shared<Handshakes>();
+    if (!hs->wake) return;
     std::vector<pollfd> pfds;
+    constexpr std::size_t kFirstPeer = 2;  // pfds: the listener, the handshakes, then the peers
     while (!stop_) {
       pfds.clear();
       pfds.push_back({l.fileno(), POLLIN, 0});
+      pfds.push_back({hs->wake.get(), POLLIN, 0});
       bool any_more = false;
       for (auto& p : peers_) {
         pfds.push_back({p->conn.fileno(), POLLIN, 0});
@@ -533,29 +551,75 @@ class Server {
       if (rc < 0) continue;
       std::vector<std::size_t> drop;
       for (std::size_t i = 0; i < peers_.size(); ++i) {
-        if (pfds[i + 1].revents != 0 || peers_[i]->more) {
+        if (pfds[i + kFirstPeer].revents != 0 || peers_[i]->more) {
           if (!serve(*peers_[i])) drop.push_back(i);
           if (stop_) return;
         }
       }
       for (auto it = drop.rbegin(); it != drop.rend(); ++it) peers_.erase(peers_.begin() + static_cast<std::ptrdiff_t>(*it));
-      if (pfds[0].revents & POLLIN) {
-        try {
-          if (auto c = l.accept_for(std::chrono::milliseconds(0))) {
-            auto p = std::make_unique<Peer>();
-            p->conn = std::move(*c);
-            p->conn.set_max_message_size(max_message_);
-            p->more = true;  // the handshake may have read its first requests already
-            peers_.push_back(std::move(p));
-          }
-        } catch (const std::exception&) {
-          // A wrong key, a silent client, or EMFILE: that client is refused; serve the others.
-        }
-      }
+      if (pfds[1].revents & POLLIN) admit_authenticated(*hs);
+      if (pfds[0].revents & POLLIN) accept_one(l, hs);
     }
   }
 
  private:
+  // Accepts a waiting client (the Listener has no authkey: accepting does not block) and
+  // starts its handshake.
+  void accept_one(connection::Listener& l, const std::shared_ptr<Handshakes>& hs) {
+    std::optional<connection::Connection> c;
+    try {
+      c = l.accept_for(std::chrono::milliseconds(0));
+    } catch (const std::exception&) {
+      return;  // EMFILE and the like: that client is refused; serve the others
+    }
+    if (!c) return;
+    {
+      std::lock_guard g(hs->m);
+      if (hs->running >= Handshakes::kMaxRunning) return;  // c closes: refused
+      ++hs->running;
+    }
+    try {
+      std::thread([hs, conn = std::move(*c), key = authkey_]() mutable {
+        bool ok = false;
+        try {
+          connection::deliver_challenge(conn, key, kHandshakeTimeout);
+          connection::answer_challenge(conn, key, kHandshakeTimeout);
+          ok = true;
+        } catch (const std::exception&) {
+          // A wrong key, a silent client, a client gone: refused.
+        }
+        std::lock_guard g(hs->m);
+        --hs->running;
+        if (ok) hs->done.push_back(std::move(conn));
+        const std::uint64_t one = 1;
+        (void)!::write(hs->wake.get(), &one, sizeof one);
+      }).detach();
+    } catch (const std::system_error&) {
+      std::lock_guard g(hs->m);  // no thread for it: refused
+      --hs->running;
+    }
+  }
+
+  // Takes the clients whose handshake succeeded into the loop.
+  void admit_authenticated(Handshakes& hs) {
+    std::uint64_t n = 0;
+    (void)!::read(hs.wake.get(), &n, sizeof n);
+    std::vector<connection::Connection> ready;
+    {
+      std::lock_guard g(hs.m);
+      ready.swap(hs.done);
+    }
+    for (auto& c : ready) {
+      auto p = std::make_unique<Peer>();
+      p->conn = std::move(c);
+      p->conn.set_max_message_size(max_message_);
+      p->more = true;  // the handshake may have read its first requests already
+      peers_.push_back(std::move(p));
+    }
+  }
+
+  static constexpr std::chrono::milliseconds kHandshakeTimeout{5000};
+
   // Serves what a peer sent; false to drop it.
   bool serve(Peer& p) {
     p.more = false;
@@ -845,6 +909,7 @@ class Server {
   }
 
   std::size_t max_message_;
+  std::string authkey_;
   bool stop_ = false;
   std::vector<std::unique_ptr<Peer>> peers_;
   std::unordered_map<std::uint64_t, Obj> objs_;
@@ -873,7 +938,7 @@ void manager_server_main(connection::Connection ready, detail::mgr::ServerConfig
   ::signal(SIGINT, SIG_IGN);  // as Python's manager server: Ctrl-C is the parent's business
   std::optional<connection::Listener> l;
   try {
-    l.emplace(cfg.address, cfg.authkey);
+    l.emplace(cfg.address);  // no authkey here: the server runs each handshake beside its loop
   } catch (const std::system_error& e) {
     ready.send_bytes("E" + std::to_string(e.code().value()) + ":" + e.what());
     return;
@@ -882,10 +947,9 @@ void manager_server_main(connection::Connection ready, detail::mgr::ServerConfig
     return;
   }
   l->set_max_message_size(static_cast<std::size_t>(cfg.max_message_size));
-  l->set_handshake_timeout(std::chrono::milliseconds(5000));
   ready.send_bytes("O" + l->address());
   ready.close();
-  detail::mgr::Server server(static_cast<std::size_t>(cfg.max_message_size));
+  detail::mgr::Server server(static_cast<std::size_t>(cfg.max_message_size), cfg.authkey);
   server.run(*l);
 }
 

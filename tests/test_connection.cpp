@@ -842,6 +842,42 @@ TEST_P(ConnectionTest, WrongKeyFailsOnBothSidesAndListenerGoesOn) {
                      [&] { EXPECT_EQ(l.accept().recv_bytes(), "ok"); });
 }
 
+TEST_P(ConnectionTest, HandshakeHalvesRunOnAnyConnection) {
+  MP_RUN_ONCE();
+  // deliver_challenge / answer_challenge over a Pipe: the accepting side delivers, then
+  // answers; the connecting side the mirror image (what Listener and Client do with a key).
+  auto [a, b] = mp::Pipe();
+  std::thread server([&a] {
+    mp::connection::deliver_challenge(a, "k3y");
+    mp::connection::answer_challenge(a, "k3y");
+    a.send_bytes(std::string_view("welcome"));
+  });
+  mp::connection::answer_challenge(b, "k3y");
+  mp::connection::deliver_challenge(b, "k3y");
+  EXPECT_EQ(b.recv_bytes(), "welcome");
+  server.join();
+
+  // Different keys: both sides are refused.
+  auto [c, d] = mp::Pipe();
+  std::atomic<bool> refused{false};
+  std::thread other([&c, &refused] {
+    try {
+      mp::connection::deliver_challenge(c, "one");
+    } catch (const mp::AuthenticationError&) {
+      refused = true;
+    }
+  });
+  EXPECT_THROW(mp::connection::answer_challenge(d, "two"), mp::AuthenticationError);
+  other.join();
+  EXPECT_TRUE(refused);
+
+  // A silent peer: the timeout ends the wait with AuthenticationError.
+  auto [e, f] = mp::Pipe();
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_THROW(mp::connection::answer_challenge(e, "k3y", 200ms), mp::AuthenticationError);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+}
+
 TEST_P(ConnectionTest, SilentPeersCannotHangTheHandshake) {
   MP_RUN_ONCE();
   // A client that connects and says nothing.

@@ -347,6 +347,23 @@ TEST_P(ManagerTest, WrongKeyIsAnAuthenticationError) {
 
 // ---- failures -----------------------------------------------------------------------------------
 
+TEST_P(ManagerTest, SilentClientsHoldUpNobody) {
+  // Clients that connect and never start the handshake (the server's handshake timeout is
+  // 5 s) must not delay the others: the server authenticates beside its loop.
+  mp::Manager m({.address = "127.0.0.1:0", .authkey = std::string("k")});
+  auto l = m.list<int>("l");
+  std::vector<mp::Connection> silent;
+  for (int i = 0; i < 3; ++i) silent.push_back(mp::connection::Client(m.address()));
+  auto t0 = std::chrono::steady_clock::now();
+  auto client = mp::Manager::connect(m.address(), "k", 10s);
+  client.list<int>("l").append(7);
+  EXPECT_EQ(l.size(), 1u);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s) << "a silent client held up the server";
+  // The silent ones are dropped after the timeout; the server goes on.
+  for (auto& c : silent) EXPECT_THROW(while (true) c.recv_bytes(), mp::EOFError);
+  EXPECT_EQ(l.get(0), 7);
+}
+
 TEST_P(ManagerTest, UseAfterShutdownThrowsAndNeverHangs) {
   mp::Manager m;
   auto l = m.list<int>({1, 2});

@@ -481,6 +481,19 @@ class Listener {
 Connection Client(const std::string& address, std::optional<std::string> authkey = std::nullopt,
                   std::chrono::milliseconds timeout = default_handshake_timeout);
 
+/// The two halves of the authkey handshake, for a connection made without one (Python:
+/// multiprocessing.connection.deliver_challenge and answer_challenge). The side that
+/// accepted runs deliver_challenge then answer_challenge, the connecting side the mirror
+/// image; that is what a Listener and Client given an authkey do. Running them yourself lets
+/// a server accept at once and authenticate clients elsewhere (another thread), so that a
+/// client that connects and says nothing holds up nobody else. Each throws
+/// mp::AuthenticationError when the peer has another key, does not speak the protocol, goes
+/// away, or does not answer within `timeout`.
+void deliver_challenge(Connection& c, std::string_view authkey,
+                       std::chrono::milliseconds timeout = default_handshake_timeout);
+void answer_challenge(Connection& c, std::string_view authkey,
+                      std::chrono::milliseconds timeout = default_handshake_timeout);
+
 }  // namespace connection
 
 using connection::Connection;
