@@ -102,33 +102,40 @@ class AsyncResult {
   T (*decode_)(detail::Job&) = nullptr;
 };
 
-/// The lazy result range of imap / imap_unordered; the interface of mp::IMapRange. At most
-/// 2 * processes chunks are in flight ahead of the consumer. Single-pass; not thread-safe.
+/// The lazy result range of imap / imap_unordered; the interface of mp::IMapRange. The input
+/// is read as results are consumed: at most 2 * processes chunks are in flight ahead of the
+/// consumer, so an endless input with a break works. Single-pass; not thread-safe.
 template <class R>
 class IMapRange {
   struct State {
     std::shared_ptr<detail::Core> core;
     std::shared_ptr<detail::Job> job;
-    std::vector<std::string> chunks;
+    ::multiprocessing::detail::PoolChunkSource source;
     detail::Trampoline trampoline = nullptr;
     void* fn = nullptr;
     bool ordered = true;
+    bool exhausted = false;
     std::size_t window = 1;
     std::size_t submitted = 0;
     std::size_t consumed = 0;
     std::deque<R> buffer;
 
     void feed() {
-      while (submitted < chunks.size() && submitted - consumed < window) {
-        detail::core_submit(*core, job, submitted, trampoline, fn, std::move(chunks[submitted]), true);
-        std::string().swap(chunks[submitted]);
+      while (!exhausted && submitted - consumed < window) {
+        auto c = source();
+        if (!c) {
+          exhausted = true;
+          break;
+        }
+        const std::size_t i = detail::job_add_chunk(*job);
         ++submitted;
+        detail::core_submit(*core, job, i, trampoline, fn, std::move(*c), true);
       }
     }
     bool refill(std::optional<std::chrono::nanoseconds> timeout) {
       while (buffer.empty()) {
-        if (consumed == chunks.size()) return false;
         feed();
+        if (consumed == submitted) return false;
         std::size_t i;
         if (ordered) {
           if (!detail::job_wait_chunk(*job, consumed, timeout)) throw TimeoutError("multiprocessing: imap next timed out");
@@ -189,12 +196,12 @@ class IMapRange {
     return r;
   }
 
-  IMapRange(std::shared_ptr<detail::Core> core, std::vector<std::string> chunks, detail::Trampoline trampoline, void* fn,
-            bool ordered, std::size_t window)
+  IMapRange(std::shared_ptr<detail::Core> core, ::multiprocessing::detail::PoolChunkSource source,
+            detail::Trampoline trampoline, void* fn, bool ordered, std::size_t window)
       : s_(std::make_shared<State>()) {
     s_->core = std::move(core);
-    s_->job = detail::core_new_job(*s_->core, chunks.size());
-    s_->chunks = std::move(chunks);
+    s_->job = detail::core_new_job(*s_->core, 0);
+    s_->source = std::move(source);
     s_->trampoline = trampoline;
     s_->fn = fn;
     s_->ordered = ordered;
@@ -299,15 +306,17 @@ class Pool {
     return submit_all<R>(std::move(chunks), detail::star_trampoline<Fn, T>, reinterpret_cast<void*>(fp), &decode_one<R>);
   }
 
-  /// Lazy, ordered results (chunksize 1 by default).
+  /// Lazy, ordered results (chunksize 1 by default), as mp::Pool::imap: the input is read as
+  /// results are consumed, so an endless range with a break works. An lvalue range is
+  /// referenced (it must outlive the iteration), an rvalue one is moved into the result.
   template <class F, std::ranges::input_range Range>
-  auto imap(F&& f, const Range& items, std::size_t chunksize = 1) {
-    return imap_impl(std::forward<F>(f), items, chunksize, true);
+  auto imap(F&& f, Range&& items, std::size_t chunksize = 1) {
+    return imap_impl(std::forward<F>(f), std::forward<Range>(items), chunksize, true);
   }
   /// As imap, results in completion order.
   template <class F, std::ranges::input_range Range>
-  auto imap_unordered(F&& f, const Range& items, std::size_t chunksize = 1) {
-    return imap_impl(std::forward<F>(f), items, chunksize, false);
+  auto imap_unordered(F&& f, Range&& items, std::size_t chunksize = 1) {
+    return imap_impl(std::forward<F>(f), std::forward<Range>(items), chunksize, false);
   }
 
   /// No more tasks may be submitted. Never blocks.
@@ -353,7 +362,7 @@ class Pool {
   }
 
   template <class F, class Range>
-  auto imap_impl(F&& f, const Range& items, std::size_t chunksize, bool ordered) {
+  auto imap_impl(F&& f, Range&& items, std::size_t chunksize, bool ordered) {
     MP_MPI_CHECK_FUNCTION(F);
     using A = std::ranges::range_value_t<Range>;
     auto fp = detail::fn_pointer(f);
@@ -361,9 +370,12 @@ class Pool {
     using R = detail::value_t<std::invoke_result_t<Fn, A>>;
     static_assert(reduction::Serializable<A> && reduction::Serializable<R>,
                   "mp::mpi::Pool::imap: arguments and results must cross a process boundary");
+    detail::core_check_open(*core_);
     if (chunksize == 0) chunksize = 1;
-    auto chunks = encode(items, chunksize, [](std::string& c, const auto& x) { detail::pool_put(c, static_cast<const A&>(x)); });
-    return IMapRange<R>(core_, std::move(chunks), detail::map_trampoline<Fn, A>, reinterpret_cast<void*>(fp), ordered,
+    auto source = ::multiprocessing::detail::pool_chunk_source(
+        std::views::all(std::forward<Range>(items)), chunksize,
+        [](std::string& c, const auto& x) { detail::pool_put(c, static_cast<const A&>(x)); });
+    return IMapRange<R>(core_, std::move(source), detail::map_trampoline<Fn, A>, reinterpret_cast<void*>(fp), ordered,
                         2 * static_cast<std::size_t>(processes()));
   }
 

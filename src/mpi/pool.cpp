@@ -228,7 +228,7 @@ struct Job {
   };
   std::mutex mu;
   std::condition_variable cv;
-  std::vector<Slot> slots;
+  std::deque<Slot> slots;  // a deque: imap appends while views of done chunks are read
   std::size_t ndone = 0;
   std::exception_ptr first_error;
   std::deque<std::size_t> unclaimed;  // done chunks not yet taken by imap_unordered
@@ -280,6 +280,11 @@ std::exception_ptr job_error(Job& job) {
 std::size_t job_chunks(Job& job) {
   std::lock_guard lk(job.mu);
   return job.slots.size();
+}
+std::size_t job_add_chunk(Job& job) {
+  std::lock_guard lk(job.mu);
+  job.slots.emplace_back();
+  return job.slots.size() - 1;
 }
 std::string_view job_chunk_data(Job& job, std::size_t i) {
   std::lock_guard lk(job.mu);

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <multiprocessing.hpp>
 #include <multiprocessing/mpi.hpp>
+#include <ranges>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -114,6 +115,27 @@ TEST(MpiPool, ImapOrderedAndUnordered) {
   EXPECT_EQ(it.next_for(5s), 1);
   EXPECT_EQ(it.next_for(5s), 4);
   EXPECT_EQ(it.next_for(5s), std::nullopt);
+}
+
+TEST(MpiPool, ImapReadsAnEndlessInputLazily) {
+  // As mp::Pool::imap: the input is read as results are consumed (a bounded look-ahead), so
+  // an endless range with a break ends.
+  mp::mpi::Pool pool;
+  std::vector<int> got;
+  for (int v : pool.imap(square, std::views::iota(0))) {
+    got.push_back(v);
+    if (got.size() == 100) break;
+  }
+  ASSERT_EQ(got.size(), 100u);
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(got[i], i * i);
+  std::set<int> un;
+  for (int v : pool.imap_unordered(square, std::views::iota(0), 4)) {
+    un.insert(v);
+    if (un.size() == 40) break;
+  }
+  EXPECT_EQ(un.size(), 40u);
+  // The chunks still in flight at the break finish in the workers; the pool goes on.
+  EXPECT_EQ(pool.map(square, iota(4)), (std::vector<int>{0, 1, 4, 9}));
 }
 
 TEST(MpiPool, StarmapApplyAndAsync) {

@@ -66,6 +66,8 @@ bool job_wait(Job& job, std::optional<std::chrono::nanoseconds> timeout);
 bool job_ready(Job& job);
 std::exception_ptr job_error(Job& job);
 std::size_t job_chunks(Job& job);
+/// Appends one more chunk to the job (a lazily fed imap); returns its index.
+std::size_t job_add_chunk(Job& job);
 std::string_view job_chunk_data(Job& job, std::size_t i);
 bool job_wait_chunk(Job& job, std::size_t i, std::optional<std::chrono::nanoseconds> timeout);
 std::exception_ptr job_chunk_error(Job& job, std::size_t i);
